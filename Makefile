@@ -1,0 +1,47 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Both create .venv, install the package, make sure the sandbox's system
+# packages are present and build the session image (the sandbox's own Python
+# environment) before doing their job.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+OUT    ?= out
+
+.PHONY: all setup system image demo test bench clean
+
+all: test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+# System packages the sandbox needs (bubblewrap). Installed when missing and
+# we may (root with apt-get); otherwise the script says what to install.
+system:
+	@sh .ci/system-packages.sh
+
+# The session image: a Python environment the sandbox uid can read, built
+# from the package registry. Rebuilt only when its requirements change.
+image: $(STAMP) system
+	$(BIN)/azure-sessions-kernel image build
+
+setup: $(STAMP) system image
+
+demo: setup
+	$(BIN)/python -m azure_sessions_kernel.kernel.install --sys-prefix >/dev/null
+	$(BIN)/python notebooks/run_demo.py --out $(OUT)
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache
