@@ -1,0 +1,62 @@
+"""Per-user runtime files shared by the local pool and the client's pool discovery.
+
+The layout here is the whole agreement between ``azure-sessions-kernel
+serve --runtime-file/--lease-dir`` and
+:func:`azure_sessions_kernel.client.acquire_local_pool`; neither side imports
+the other.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: JSON ``{"endpoint", "token", "pid", "strict", "isolation"}`` of the shared pool.
+POOL_FILE = "local-pool.json"
+#: Directory of lease files ``<pid>-<random>``; the pool exits when none is alive.
+LEASE_DIR = "leases"
+#: ``flock``-ed while a client discovers or starts the pool.
+LOCK_FILE = "local-pool.lock"
+#: The auto-started pool's standard output and error.
+LOG_FILE = "local-pool.log"
+
+
+def runtime_dir() -> Path:
+    """The per-user runtime directory (mode 0700), created on first use.
+
+    ``$AZURE_SESSIONS_KERNEL_RUNTIME_DIR`` wins (tests use it to get a pool
+    of their own); then ``$XDG_RUNTIME_DIR/azure-sessions-kernel``; then
+    ``~/.local/share/azure-sessions-kernel/runtime``.
+    """
+    explicit = os.environ.get("AZURE_SESSIONS_KERNEL_RUNTIME_DIR")
+    if explicit:
+        d = Path(explicit)
+    else:
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        if xdg and os.access(xdg, os.W_OK):
+            d = Path(xdg) / "azure-sessions-kernel"
+        else:
+            d = Path.home() / ".local" / "share" / "azure-sessions-kernel" / "runtime"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(d, 0o700)
+    return d
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, atomically (rename over the old one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,150 @@
+"""Find or start this user's local session pool, and hold a lease on it.
+
+The kernel's default backend. The first kernel starts ``python -m
+azure_sessions_kernel serve`` in the background; later kernels reuse it; the
+pool exits on its own once no lease holder is alive, so closing (or killing)
+the last kernel leaves no process behind. Everything goes through files in
+:func:`azure_sessions_kernel._runtime.runtime_dir` and a subprocess: the
+client never imports the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .. import wire
+from .._runtime import LEASE_DIR, LOCK_FILE, LOG_FILE, POOL_FILE, pid_alive, runtime_dir
+from ._exceptions import ConfigurationError
+
+__all__ = ["LocalPoolLease", "acquire_local_pool", "acquire_local_pool_sync"]
+
+#: How long a freshly started pool may take to print its endpoint.
+START_TIMEOUT = 90.0
+
+
+@dataclasses.dataclass
+class LocalPoolLease:
+    """A running local pool and this process's claim on it.
+
+    ``release()`` (idempotent) drops the claim; the pool ends when the last
+    claim is gone. The token is kept out of ``repr``.
+    """
+
+    endpoint: str
+    token: str = dataclasses.field(repr=False)
+    isolation: dict[str, Any]
+    strict: bool
+    pid: int
+    lease_file: Path | None = dataclasses.field(default=None, repr=False)
+    started_here: bool = False
+
+    def release(self) -> None:
+        if self.lease_file is not None:
+            with contextlib.suppress(OSError):
+                self.lease_file.unlink()
+            self.lease_file = None
+
+    def __enter__(self) -> LocalPoolLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _healthy(info: dict[str, Any]) -> bool:
+    try:
+        r = httpx.get(
+            f"{info['endpoint']}/metadata",
+            params={"api-version": wire.DEFAULT_API_VERSION},
+            headers={"Authorization": f"Bearer {info['token']}"},
+            timeout=3.0,
+            verify=False,  # a local pool's self-signed certificate, on loopback
+        )
+    except (httpx.HTTPError, KeyError):
+        return False
+    return r.status_code == 200
+
+
+def _read_pool_file(path: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("pid"), int) else None
+
+
+def acquire_local_pool_sync(serve_args: Sequence[str] = (), *, python: str | None = None) -> LocalPoolLease:
+    """Reuse the running local pool or start one, and take a lease on it.
+
+    ``serve_args`` are extra ``azure-sessions-kernel serve`` options used only
+    when this call starts the pool (an already running pool is reused as it
+    is). Raises :class:`ConfigurationError` with the pool's own error output
+    when it cannot start (no session image, no sandbox, ...).
+    """
+    rdir = runtime_dir()
+    pool_file, lease_dir = rdir / POOL_FILE, rdir / LEASE_DIR
+    lease_dir.mkdir(exist_ok=True, mode=0o700)
+    with open(rdir / LOCK_FILE, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        started_here = False
+        info = _read_pool_file(pool_file)
+        if info is None or not pid_alive(info["pid"]) or not _healthy(info):
+            info = _start_pool(rdir, pool_file, lease_dir, serve_args, python or sys.executable)
+            started_here = True
+        lease = lease_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
+        lease.write_text(str(os.getpid()))
+    return LocalPoolLease(
+        endpoint=info["endpoint"],
+        token=info["token"],
+        isolation=info.get("isolation") or {},
+        strict=bool(info.get("strict")),
+        pid=info["pid"],
+        lease_file=lease,
+        started_here=started_here,
+    )
+
+
+async def acquire_local_pool(serve_args: Sequence[str] = (), *, python: str | None = None) -> LocalPoolLease:
+    """Async form of :func:`acquire_local_pool_sync` (runs it in a thread)."""
+    return await asyncio.to_thread(acquire_local_pool_sync, serve_args, python=python)
+
+
+def _start_pool(rdir: Path, pool_file: Path, lease_dir: Path, serve_args: Sequence[str], python: str) -> dict[str, Any]:
+    with contextlib.suppress(OSError):
+        pool_file.unlink()
+    log_path = rdir / LOG_FILE
+    argv = [python, "-m", "azure_sessions_kernel", "serve", "--port", "0", "--runtime-file", str(pool_file), "--lease-dir", str(lease_dir), *serve_args]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the kernel's process group being interrupted
+            close_fds=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        info = _read_pool_file(pool_file)
+        if info is not None and info["pid"] == proc.pid:
+            return info
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-8:]
+            raise ConfigurationError("The local session pool did not start:\n  " + "\n  ".join(tail or ["(no output)"]))
+        time.sleep(0.05)
+    proc.kill()
+    raise ConfigurationError(f"The local session pool did not start within {START_TIMEOUT:.0f} s; see {log_path}.")

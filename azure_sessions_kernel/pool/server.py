@@ -1,0 +1,286 @@
+"""``azure-sessions-kernel serve``: run the local session pool.
+
+Prints the pool management endpoint on its first line of standard output
+(``Pool management endpoint: http://127.0.0.1:PORT``) so scripts and the
+kernel's auto-start can read it, requires a bearer token on every route, and
+refuses to run without a sandbox unless told ``--insecure-no-sandbox``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import wire
+from .._runtime import pid_alive, runtime_dir, write_private
+from .launcher import Launcher, SandboxError
+from .sessions import PoolConfig, SessionManager
+
+log = logging.getLogger("azure_sessions_kernel.pool")
+
+EXTENSIONS = ("stream", "interrupt", "complete", "inspect")
+
+
+def _size(text: str) -> int:
+    """Parse ``512M``, ``1G``, ``65536`` into bytes."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 512M or 1G)") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="azure-sessions-kernel serve",
+        description="Run a local session pool that speaks the Azure Container Apps dynamic-sessions data-plane API.",
+    )
+    net = p.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    net.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default: 0)")
+    net.add_argument("--token", help="bearer token clients must send; default: a random one written to --token-file")
+    net.add_argument("--token-file", type=Path, help="where a generated token is written (mode 0600); default: in the runtime directory")
+    net.add_argument("--certfile", type=Path, help="serve HTTPS with this certificate (PEM)")
+    net.add_argument("--keyfile", type=Path, help="private key for --certfile (PEM)")
+    pool = p.add_argument_group("sessions")
+    pool.add_argument("--max-sessions", type=int, default=100, help="sessions allowed at once; a new identifier beyond it gets 429 with Retry-After (default: 100)")
+    pool.add_argument("--ready-sessions", type=int, default=1, help="sandboxes kept started for new identifiers, like Azure's ready sessions (default: 1)")
+    pool.add_argument("--cooldown", type=float, default=300, help="idle seconds before a session ends; Azure allows 300-3600 (default: 300)")
+    pool.add_argument("--allow-short-cooldown", action="store_true", help="accept a --cooldown under 300 s (for tests)")
+    pool.add_argument("--azure-strict", action="store_true", help="turn every extension beyond the Azure contract off (streaming, interrupt, completion, metadata block)")
+    sb = p.add_argument_group("sandbox")
+    sb.add_argument("--memory", type=_size, default=_size("1G"), help="memory per session (default: 1G)")
+    sb.add_argument("--pids", type=int, default=256, help="processes and threads per session (default: 256)")
+    sb.add_argument("--cpus", type=float, default=1.0, help="CPU cores per session (default: 1.0)")
+    sb.add_argument("--data-size", type=_size, default=_size("1G"), help="size of each session's /mnt/data (default: 1G)")
+    sb.add_argument("--insecure-no-sandbox", action="store_true", help="run sessions as plain processes with NO isolation (development only; dangerous)")
+    run = p.add_argument_group("embedding")
+    run.add_argument("--runtime-file", type=Path, help="write {endpoint, token, pid} here (mode 0600) once serving; removed on exit")
+    run.add_argument("--lease-dir", type=Path, help="exit when no process holding a lease file in this directory is alive")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def build_launcher(args: argparse.Namespace) -> Launcher:
+    """The sandbox launcher for these options. Raises SandboxError with a clear reason."""
+    from .image import find_image
+
+    image = find_image()
+    if args.insecure_no_sandbox:
+        from .insecure import InsecureLauncher
+
+        return InsecureLauncher(image=image)
+    from .bwrap import BwrapLauncher, SandboxLimits
+
+    limits = SandboxLimits(memory=args.memory, pids=args.pids, cpus=args.cpus, data_size=args.data_size)
+    return BwrapLauncher(image=image, limits=limits)
+
+
+def metadata_provider(launcher: Launcher, manager: SessionManager, strict: bool) -> Any:
+    from .image import find_image
+
+    image = find_image()
+    packages = tuple(sorted(image.packages))
+    versions = {n.lower(): v for n, v in packages}
+    started = _dt.datetime.now(_dt.timezone.utc)
+    isolation = launcher.isolation
+
+    def metadata() -> wire.PoolMetadata:
+        ext = None
+        if not strict:
+            ext = {
+                "extensions": list(EXTENSIONS),
+                "isolation": isolation,
+                "cooldownSeconds": manager.config.cooldown,
+                **manager.stats(),
+            }
+        return wire.PoolMetadata(
+            runtimes=(("python", image.python_version),),
+            packages=packages,
+            created_at=started,
+            last_updated_at=started,
+            jupyter_kernel={
+                "name": "python3",
+                "version": versions.get("ipykernel", ""),
+                "projectUrl": "https://github.com/ipython/ipykernel",
+                "description": "IPython kernel in a sandboxed local session",
+            },
+            extensions=ext,
+        )
+
+    return metadata
+
+
+def _live_leases(lease_dir: Path) -> int:
+    """Count lease files whose pid is alive; remove the others."""
+    alive = 0
+    for f in list(lease_dir.glob("*")) if lease_dir.is_dir() else []:
+        pid_text = f.name.split("-", 1)[0]
+        if pid_text.isdigit() and pid_alive(int(pid_text)):
+            alive += 1
+        else:
+            with contextlib.suppress(OSError):
+                f.unlink()
+    return alive
+
+
+async def _watch_leases(lease_dir: Path, stop: asyncio.Event, runtime_file: Path | None, grace: float = 2.0, first_lease_wait: float = 60.0) -> None:
+    """Stop the pool once no lease holder is alive (the last kernel ended).
+
+    A lease is a file named ``<pid>-<anything>`` created by
+    :func:`azure_sessions_kernel.client.acquire_local_pool`; files of dead
+    pids are removed here, so a SIGKILLed kernel still releases its lease.
+    Before stopping, the runtime file is withdrawn and the leases counted
+    once more, so a client that found the pool a moment ago is not stranded.
+    """
+    started = time.monotonic()
+    seen_lease = False
+    empty_since: float | None = None
+    while not stop.is_set():
+        await asyncio.sleep(0.5)
+        now = time.monotonic()
+        if _live_leases(lease_dir):
+            seen_lease, empty_since = True, None
+            continue
+        empty_since = empty_since or now
+        if now - empty_since < (grace if seen_lease else first_lease_wait):
+            continue
+        saved = runtime_file.read_text() if runtime_file and runtime_file.exists() else None
+        if runtime_file is not None:
+            with contextlib.suppress(OSError):
+                runtime_file.unlink()
+        await asyncio.sleep(0.3)
+        if _live_leases(lease_dir):
+            if saved is not None and runtime_file is not None:
+                write_private(runtime_file, saved)
+            seen_lease, empty_since = True, None
+            continue
+        log.info("no kernel holds a lease any more; shutting down")
+        stop.set()
+
+
+async def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    if args.insecure_no_sandbox:
+        print(
+            "\n" + "!" * 78 + "\n"
+            "WARNING: --insecure-no-sandbox: sessions run as ordinary processes of this user,\n"
+            "with full access to this machine's files and network. Never use it with code\n"
+            "you do not trust.\n" + "!" * 78 + "\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    try:
+        launcher = build_launcher(args)
+    except SandboxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("The local pool will not run sessions without a sandbox. Install bubblewrap (make setup does it), "
+              "or pass --insecure-no-sandbox to run WITHOUT isolation.", file=sys.stderr)
+        return 2
+    except Exception as exc:  # e.g. the session image is missing
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    config = PoolConfig(max_sessions=args.max_sessions, ready_sessions=args.ready_sessions, cooldown=args.cooldown)
+    manager = SessionManager(launcher, config)
+    token = args.token or secrets.token_urlsafe(32)
+    runtime_dir_path = runtime_dir()
+    token_file: Path | None = None
+    if not args.token:
+        token_file = args.token_file or runtime_dir_path / f"pool-{os.getpid()}.token"
+        write_private(token_file, token + "\n")
+
+    app = create_app(manager, token=token, strict=args.azure_strict, metadata=metadata_provider(launcher, manager, args.azure_strict))
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    sock.listen(512)
+    sock.setblocking(False)
+    port = sock.getsockname()[1]
+    scheme = "https" if args.certfile else "http"
+    host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    endpoint = f"{scheme}://{host}:{port}"
+
+    ssl_kwargs: dict[str, Any] = {}
+    if args.certfile:
+        ssl_kwargs = {"ssl_certfile": str(args.certfile), "ssl_keyfile": str(args.keyfile) if args.keyfile else None}
+    config_uv = uvicorn.Config(app, log_level=args.log_level if args.log_level != "info" else "warning", access_log=False, lifespan="off", **ssl_kwargs)
+    server = uvicorn.Server(config_uv)
+
+    await manager.start()
+    iso = launcher.isolation
+    print(f"Pool management endpoint: {endpoint}", flush=True)
+    print(f"Token: {'given with --token' if args.token else f'in {token_file}'}", flush=True)
+    print(f"Isolation: {iso.get('level')} ({', '.join(iso.get('protections', []))})", flush=True)
+    for missing in iso.get("missing", []):
+        print(f"  not active: {missing}", flush=True)
+    if args.azure_strict:
+        print("Azure-strict: extensions are off; only the Azure data-plane contract is served.", flush=True)
+    if args.runtime_file:
+        write_private(args.runtime_file, json.dumps({"endpoint": endpoint, "token": token, "pid": os.getpid(), "strict": args.azure_strict, "isolation": iso}))
+
+    stop = asyncio.Event()
+    watchers = []
+    if args.lease_dir:
+        watchers.append(asyncio.create_task(_watch_leases(args.lease_dir, stop, args.runtime_file)))
+
+    async def stop_when_asked() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watchers.append(asyncio.create_task(stop_when_asked()))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        for w in watchers:
+            w.cancel()
+        await manager.close()
+        for f in (args.runtime_file, token_file):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.unlink()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cooldown < 300 and not args.allow_short_cooldown or args.cooldown > 3600 or args.cooldown <= 0:
+        print(f"error: --cooldown must be between 300 and 3600 seconds like Azure's (got {args.cooldown:g}); "
+              "add --allow-short-cooldown for shorter test values.", file=sys.stderr)
+        return 2
+    if args.keyfile and not args.certfile:
+        print("error: --keyfile needs --certfile.", file=sys.stderr)
+        return 2
+    if args.max_sessions < 1 or args.ready_sessions < 0 or args.pids < 8 or args.cpus <= 0:
+        print("error: --max-sessions >= 1, --ready-sessions >= 0, --pids >= 8 and --cpus > 0 are required.", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # SIGTERM ends the pool as gracefully as Ctrl-C (uvicorn handles both once serving).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        return 0

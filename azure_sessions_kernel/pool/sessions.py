@@ -1,0 +1,527 @@
+"""Session lifecycle of the local pool: identifiers, warm pool, executions, expiry.
+
+The HTTP layer (:mod:`azure_sessions_kernel.pool.app`) calls a
+:class:`SessionManager` for everything that touches a session; the manager
+asks its :class:`~azure_sessions_kernel.pool.launcher.Launcher` for sandboxes
+and drives the ipykernel inside each one with ``jupyter_client``.
+
+Semantics follow Azure (reference §7): a session is created on the first
+request that names a new identifier, keeps its Python state across
+executions, ends after ``cooldown`` seconds without a request or on
+``DELETE session``, and executions of one session are serialised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as _dt
+import logging
+import queue
+import re
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jupyter_client.asynchronous import AsyncKernelClient
+
+from .. import wire
+from .launcher import Launcher, Sandbox, SandboxError
+
+log = logging.getLogger("azure_sessions_kernel.pool")
+
+#: Called with each iopub message (``msg_type``, ``content``) an execution produces.
+EventSink = Callable[[str, dict[str, Any]], Awaitable[None] | None]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class PoolError(Exception):
+    """An error the HTTP layer turns into an Azure error envelope."""
+
+    def __init__(self, message: str, *, code: str, status: int, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message, self.code, self.status, self.retry_after = message, code, status, retry_after
+
+
+@dataclasses.dataclass
+class PoolConfig:
+    """Pool-wide settings; see ``azure-sessions-kernel serve --help`` for each."""
+
+    max_sessions: int = 100
+    #: Sandboxes kept started and ready to be claimed by a new identifier.
+    ready_sessions: int = 1
+    #: Idle seconds before a session ends (Azure: 300–3600).
+    cooldown: float = 300.0
+    #: Seconds an interrupted, overdue execution gets before its sandbox is killed.
+    interrupt_grace: float = 2.0
+    #: Cap on the output one execution may collect (bytes of text and data).
+    output_cap: int = 8 * 1024 * 1024
+    #: How long a freshly started kernel may take to answer ``kernel_info``.
+    kernel_ready_timeout: float = 60.0
+    #: Finished asynchronous executions remembered per session for polling.
+    executions_kept: int = 64
+
+
+@dataclasses.dataclass
+class _Collected:
+    """What one execution produced, in order, bounded by the output cap."""
+
+    events: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)
+    size: int = 0
+    truncated: bool = False
+
+
+class PoolSession:
+    """One identifier's session: a sandbox, its kernel client and its history."""
+
+    def __init__(self, identifier: str, sandbox: Sandbox, kc: AsyncKernelClient) -> None:
+        self.identifier = identifier
+        self.sandbox = sandbox
+        self.kc = kc
+        self.etag = uuid.uuid4().hex
+        now = time.time()
+        self.created_at = now
+        self.last_accessed_at = now
+        #: Serialises executions, like Azure's one-websocket-per-session proxy.
+        self.lock = asyncio.Lock()
+        self.running_msg_id: str | None = None
+        self.executions: OrderedDict[str, wire.Execution] = OrderedDict()
+        self.closed = False
+
+    def touch(self) -> None:
+        self.last_accessed_at = time.time()
+
+    def expires_at(self, cooldown: float) -> float:
+        return self.last_accessed_at + cooldown
+
+    def info(self, cooldown: float) -> wire.Session:
+        t = lambda s: _dt.datetime.fromtimestamp(s, _dt.timezone.utc)  # noqa: E731
+        return wire.Session(self.identifier, t(self.created_at), t(self.last_accessed_at), t(self.expires_at(cooldown)), self.etag)
+
+
+class SessionManager:
+    """Owns every session of the pool.
+
+    Created once by the server with a launcher and a :class:`PoolConfig`;
+    :meth:`start` begins warm-pool filling and idle expiry, :meth:`close`
+    ends every sandbox.
+    """
+
+    def __init__(self, launcher: Launcher, config: PoolConfig | None = None) -> None:
+        self.launcher = launcher
+        self.config = config or PoolConfig()
+        self.sessions: dict[str, PoolSession] = {}
+        self._ready: list[tuple[Sandbox, AsyncKernelClient]] = []
+        self._starting = 0
+        self._creating: dict[str, asyncio.Future[PoolSession]] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._refill = asyncio.Event()
+        self._closed = False
+        self.last_start_error: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start background work. Called by the server once its event loop runs."""
+        self._tasks.append(asyncio.create_task(self._keep_warm(), name="warm-pool"))
+        self._tasks.append(asyncio.create_task(self._expire_idle(), name="idle-expiry"))
+        self._refill.set()
+
+    async def close(self) -> None:
+        """End every session and ready sandbox. Called by the server on shutdown."""
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        ready, self._ready = self._ready, []
+        sessions, self.sessions = list(self.sessions.values()), {}
+        await asyncio.gather(
+            *(self._dispose(sb, kc) for sb, kc in ready),
+            *(self._dispose(s.sandbox, s.kc) for s in sessions),
+            return_exceptions=True,
+        )
+        await self.launcher.close()
+
+    # ------------------------------------------------------------------ warm pool
+
+    async def _new_sandbox(self) -> tuple[Sandbox, AsyncKernelClient]:
+        sandbox = await self.launcher.start()
+        kc = AsyncKernelClient()
+        kc.load_connection_info(sandbox.connection_info)
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=self.config.kernel_ready_timeout)
+        except BaseException as exc:
+            reason = sandbox.death_reason() if not sandbox.is_alive() else None
+            await self._dispose(sandbox, kc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise SandboxError(f"The session's kernel did not start: {reason or exc}") from exc
+        return sandbox, kc
+
+    async def _keep_warm(self) -> None:
+        while not self._closed:
+            await self._refill.wait()
+            self._refill.clear()
+            while not self._closed and self._wanted_ready() > 0:
+                self._starting += 1
+                try:
+                    pair = await self._new_sandbox()
+                except Exception as exc:  # keep serving; report on allocation
+                    self.last_start_error = str(exc)
+                    log.error("could not start a ready sandbox: %s", exc)
+                    await asyncio.sleep(2.0)
+                    continue
+                finally:
+                    self._starting -= 1
+                self.last_start_error = None
+                self._ready.append(pair)
+
+    def _wanted_ready(self) -> int:
+        room = self.config.max_sessions - len(self.sessions)
+        return min(self.config.ready_sessions, room) - len(self._ready) - self._starting
+
+    async def _claim_sandbox(self) -> tuple[Sandbox, AsyncKernelClient]:
+        while self._ready:
+            sandbox, kc = self._ready.pop(0)
+            if sandbox.is_alive():
+                self._refill.set()
+                return sandbox, kc
+            await self._dispose(sandbox, kc)
+        self._refill.set()
+        return await self._new_sandbox()
+
+    async def _dispose(self, sandbox: Sandbox, kc: AsyncKernelClient | None) -> None:
+        if kc is not None:
+            with contextlib.suppress(Exception):
+                kc.stop_channels()
+        try:
+            await sandbox.kill()
+        except Exception:  # never let cleanup errors break the caller
+            log.exception("killing a sandbox failed")
+
+    # ------------------------------------------------------------------ sessions
+
+    def find(self, identifier: str) -> PoolSession | None:
+        """The live session of ``identifier``, or ``None``. Does not create one."""
+        s = self.sessions.get(identifier)
+        return s if s is not None and not s.closed else None
+
+    async def get_or_create(self, identifier: str) -> PoolSession:
+        """The session of ``identifier``, allocating one from the warm pool if new.
+
+        Raises :class:`PoolError` 429 ``SessionPoolFull`` when ``max_sessions``
+        sessions exist (with ``Retry-After``), 503 when no sandbox can start.
+        """
+        s = self.find(identifier)
+        if s is not None:
+            s.touch()
+            return s
+        pending = self._creating.get(identifier)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        if len(self.sessions) + len(self._creating) >= self.config.max_sessions:
+            raise PoolError(
+                f"The pool is at its maximum of {self.config.max_sessions} sessions; no more sessions can be "
+                "allocated until one is deleted or expires.",
+                code="SessionPoolFull",
+                status=429,
+                retry_after=5,
+            )
+        future: asyncio.Future[PoolSession] = asyncio.get_running_loop().create_future()
+        self._creating[identifier] = future
+        try:
+            sandbox, kc = await self._claim_sandbox()
+            s = PoolSession(identifier, sandbox, kc)
+            self.sessions[identifier] = s
+            future.set_result(s)
+            log.info("session %s allocated (%d active)", _short(identifier), len(self.sessions))
+            return s
+        except SandboxError as exc:
+            err = PoolError(f"No session could be started: {exc}", code="SessionCreationFailed", status=503, retry_after=5)
+            future.set_exception(err)
+            raise err from exc
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            self._creating.pop(identifier, None)
+            future.exception() if future.done() and not future.cancelled() else None  # mark retrieved
+
+    async def delete(self, identifier: str) -> bool:
+        """End a session and everything it ran. ``False`` if there was none."""
+        s = self.sessions.pop(identifier, None)
+        if s is None:
+            return False
+        s.closed = True
+        await self._dispose(s.sandbox, s.kc)
+        self._refill.set()
+        log.info("session %s deleted (%d active)", _short(identifier), len(self.sessions))
+        return True
+
+    async def _expire_idle(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(min(1.0, max(0.05, self.config.cooldown / 10)))
+            now = time.time()
+            for s in list(self.sessions.values()):
+                if not s.lock.locked() and s.expires_at(self.config.cooldown) <= now:
+                    log.info("session %s expired after %.0f s idle", _short(s.identifier), self.config.cooldown)
+                    await self.delete(s.identifier)
+
+    # ------------------------------------------------------------------ executions
+
+    async def execute(
+        self,
+        s: PoolSession,
+        req: wire.ExecutionRequest,
+        *,
+        on_event: EventSink | None = None,
+        execution_id: str | None = None,
+    ) -> wire.Execution:
+        """Run ``req`` in session ``s`` and return its Azure-shaped outcome.
+
+        ``on_event`` receives every iopub output message as it arrives (the
+        stream extension). On timeout the kernel is interrupted; if it does
+        not answer within ``interrupt_grace`` the session is killed and
+        removed, and the outcome says so.
+        """
+        execution_id = execution_id or str(uuid.uuid4())
+        started = time.monotonic()
+        async with s.lock:
+            s.touch()
+            try:
+                if s.closed:
+                    raise _SessionGone("The session was deleted while this execution waited for it.")
+                if not s.sandbox.is_alive():
+                    raise _SessionGone(self._crash_message(s))
+                outcome = await self._run(s, req, on_event)
+            except _SessionGone as gone:
+                await self.delete(s.identifier)
+                return self._finish(s, req, execution_id, started, _Collected(), None, error=("SessionCrashed", str(gone)))
+            finally:
+                s.running_msg_id = None
+                s.touch()
+        collected, reply, error = outcome
+        return self._finish(s, req, execution_id, started, collected, reply, error=error)
+
+    async def _run(
+        self, s: PoolSession, req: wire.ExecutionRequest, on_event: EventSink | None
+    ) -> tuple[_Collected, dict[str, Any] | None, tuple[str, str] | None]:
+        kc = s.kc
+        msg = kc.session.msg(
+            "execute_request",
+            {
+                "code": req.code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": False,
+            },
+        )
+        # The runner reads this to return strings as repr (returnJupyterFormatExecutionResult).
+        msg["metadata"]["azure_sessions"] = {"jupyter_format": req.return_jupyter_format}
+        kc.shell_channel.send(msg)
+        msg_id = msg["header"]["msg_id"]
+        s.running_msg_id = msg_id
+        collected = _Collected()
+        deadline = time.monotonic() + req.timeout_in_seconds
+        reply: dict[str, Any] | None = None
+        idle = False
+        interrupted_at: float | None = None
+
+        while not (idle and reply is not None):
+            now = time.monotonic()
+            if interrupted_at is None and now >= deadline:
+                await self.interrupt(s)
+                interrupted_at = now
+            if interrupted_at is not None and now >= interrupted_at + self.config.interrupt_grace:
+                # User code ignored SIGINT: the only way out is to end the session.
+                await self.delete(s.identifier)
+                return collected, None, ("Timeout", f"The execution exceeded its timeout of {req.timeout_in_seconds} s and did not stop when interrupted; the session was ended and its state lost.")
+            wait = min(0.2, max(0.01, (interrupted_at or deadline) - now + 0.01))
+            got_any = False
+            if not idle:
+                with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
+                    m = await kc.get_iopub_msg(timeout=wait)
+                    got_any = True
+                    if m.get("parent_header", {}).get("msg_id") == msg_id:
+                        mt = m["header"]["msg_type"]
+                        if mt == "status" and m["content"].get("execution_state") == "idle":
+                            idle = True
+                        elif mt in wire.STREAM_MSG_TYPES:
+                            self._collect(collected, mt, m["content"])
+                            if on_event is not None and not collected.truncated:
+                                r = on_event(mt, m["content"])
+                                if asyncio.iscoroutine(r):
+                                    await r
+            if reply is None:
+                # Once idle, the reply is all that is left: block on it instead of iopub.
+                with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
+                    r = await kc.get_shell_msg(timeout=wait if idle else 0)
+                    got_any = True
+                    if r.get("parent_header", {}).get("msg_id") == msg_id:
+                        reply = r["content"]
+            if not got_any and not s.sandbox.is_alive():
+                raise _SessionGone(self._crash_message(s))
+        if interrupted_at is not None:
+            return collected, reply, ("Timeout", f"The execution exceeded its timeout of {req.timeout_in_seconds} s and was interrupted; the session's state was kept.")
+        return collected, reply, None
+
+    def _collect(self, c: _Collected, msg_type: str, content: dict[str, Any]) -> None:
+        if c.truncated:
+            return
+        size = len(str(content))
+        if c.size + size > self.config.output_cap:
+            c.truncated = True
+            note = f"\n[output truncated: this execution produced more than {self.config.output_cap // 1024} KiB of output]\n"
+            c.events.append(("stream", {"name": "stderr", "text": note}))
+            return
+        c.size += size
+        c.events.append((msg_type, content))
+
+    def _crash_message(self, s: PoolSession) -> str:
+        reason = s.sandbox.death_reason() or "its Python process exited"
+        return f"The session's Python interpreter died ({reason}); its state was lost and the next execution starts a fresh session."
+
+    def _finish(
+        self,
+        s: PoolSession,
+        req: wire.ExecutionRequest,
+        execution_id: str,
+        started: float,
+        collected: _Collected,
+        reply: dict[str, Any] | None,
+        *,
+        error: tuple[str, str] | None,
+    ) -> wire.Execution:
+        stdout, stderr, images, text_result = [], [], [], None
+        for mt, content in collected.events:
+            if mt == "stream":
+                (stdout if content.get("name") == "stdout" else stderr).append(content.get("text", ""))
+            elif mt in ("display_data", "update_display_data"):
+                png = content.get("data", {}).get("image/png")
+                if isinstance(png, str):
+                    images.append(png)
+            elif mt == "execute_result":
+                text_result = content.get("data", {}).get("text/plain")
+                png = content.get("data", {}).get("image/png")
+                if isinstance(png, str):
+                    images.append(png)
+            elif mt == "error":
+                tb = "\n".join(content.get("traceback") or [])
+                stderr.append(_ANSI.sub("", tb or f"{content.get('ename')}: {content.get('evalue')}") + "\n")
+        failed = error is not None or (reply is not None and reply.get("status") != "ok")
+        if error is not None:
+            stderr.append(error[1] + "\n")
+        result: Any = ""
+        info = (reply or {}).get("azure_sessions") or {}
+        kind = info.get("kind")
+        if not failed:
+            if kind == "json":
+                result = info.get("value")
+            elif images:
+                result = wire.ImageResult("png", images[0]).to_json()
+            elif kind == "text" and text_result is not None:
+                result = text_result
+            elif kind == "none":
+                result = None
+        out, err = "".join(stdout), "".join(stderr)
+        if req.output_streams_max_length is not None:
+            out, err = out[: req.output_streams_max_length], err[: req.output_streams_max_length]
+        err_info = None
+        if error is not None:
+            err_info = wire.ErrorInfo(error[0], error[1])
+        elif failed and reply is not None:
+            err_info = wire.ErrorInfo(str(reply.get("ename") or "ExecutionError"), str(reply.get("evalue") or ""))
+        ex = wire.Execution(
+            status=wire.ExecutionStatus.FAILED if failed else wire.ExecutionStatus.SUCCEEDED,
+            stdout=out,
+            stderr=err,
+            result=result,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            id=execution_id,
+            identifier=s.identifier,
+            asynchronous=req.asynchronous,
+            error=err_info,
+        )
+        self._remember(s, ex)
+        return ex
+
+    def _remember(self, s: PoolSession, ex: wire.Execution) -> None:
+        if ex.id is None:
+            return
+        s.executions[ex.id] = ex
+        s.executions.move_to_end(ex.id)
+        while len(s.executions) > self.config.executions_kept:
+            s.executions.popitem(last=False)
+
+    def start_async(self, s: PoolSession, req: wire.ExecutionRequest) -> wire.Execution:
+        """Begin an asynchronous execution; poll it with :meth:`get_execution`."""
+        execution_id = str(uuid.uuid4())
+        running = wire.Execution(status=wire.ExecutionStatus.RUNNING, id=execution_id, identifier=s.identifier, asynchronous=True)
+        self._remember(s, running)
+        task = asyncio.create_task(self.execute(s, req, execution_id=execution_id))
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+        return running
+
+    def get_execution(self, s: PoolSession, execution_id: str) -> wire.Execution | None:
+        return s.executions.get(execution_id)
+
+    async def interrupt(self, s: PoolSession) -> bool:
+        """Send ``interrupt_request`` on the control channel (KeyboardInterrupt inside; state kept).
+
+        Returns whether an execution was running. Does not take the session
+        lock: it must reach a session that is busy.
+        """
+        running = s.running_msg_id is not None
+        if running:
+            s.kc.control_channel.send(s.kc.session.msg("interrupt_request", {}))
+        return running
+
+    async def kernel_request(self, s: PoolSession, msg_type: str, content: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """``complete_request``/``inspect_request`` to the session's kernel; the reply content.
+
+        Runs under the session lock so that shell replies are not read by an
+        execution; a busy session answers once its execution ends.
+        """
+        async with s.lock:
+            s.touch()
+            msg = s.kc.session.msg(msg_type, content)
+            s.kc.shell_channel.send(msg)
+            msg_id = msg["header"]["msg_id"]
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise PoolError(f"The session's kernel did not answer {msg_type} within {timeout:.0f} s.", code="KernelTimeout", status=504)
+                with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
+                    r = await s.kc.get_shell_msg(timeout=min(left, 0.5))
+                    if r.get("parent_header", {}).get("msg_id") == msg_id:
+                        return dict(r["content"])
+
+    # ------------------------------------------------------------------ introspection
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "activeSessions": len(self.sessions),
+            "readySessions": len(self._ready),
+            "startingSessions": self._starting,
+            "maxSessions": self.config.max_sessions,
+        }
+
+
+class _SessionGone(Exception):
+    """The session's kernel died or the session was deleted under an execution."""
+
+
+def _short(identifier: str) -> str:
+    # Identifiers are secrets (reference §7): log only a prefix.
+    return identifier[:6] + "…" if len(identifier) > 6 else identifier

@@ -1,0 +1,113 @@
+"""Shared fixtures: real local pools started as subprocesses on free loopback ports.
+
+``local_pool`` and ``strict_pool`` are session-wide (one pool each for the whole
+run); ``start_pool(...)`` starts a private pool with custom options for tests
+that need them (short cooldown, tiny limits, max sessions...). Every pool is
+stopped, and checked to have exited, at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Auto-started pools and lease files of this test run stay out of the user's own runtime dir.
+os.environ.setdefault("AZURE_SESSIONS_KERNEL_RUNTIME_DIR", tempfile.mkdtemp(prefix="ask-test-runtime-"))
+
+
+@dataclasses.dataclass
+class RunningPool:
+    endpoint: str
+    token: str
+    strict: bool
+    process: subprocess.Popen[str]
+    banner: list[str]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+                raise AssertionError("the pool did not shut down within %.0f s of SIGINT" % timeout) from None
+        return self.process.returncode
+
+
+def launch_pool(*extra: str, strict: bool = False, token: str | None = None, ready: int = 1) -> RunningPool:
+    """Start ``azure-sessions-kernel serve`` and wait for its endpoint line."""
+    token = token or secrets.token_urlsafe(16)
+    argv = [sys.executable, "-m", "azure_sessions_kernel", "serve", "--port", "0", "--token", token,
+            "--ready-sessions", str(ready), "--log-level", "warning", *extra]
+    if strict:
+        argv.append("--azure-strict")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=None, text=True, cwd=REPO)
+    banner: list[str] = []
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"the pool exited before serving (rc={proc.wait()}): {banner}")
+        banner.append(line.rstrip("\n"))
+        if line.startswith("Pool management endpoint: "):
+            endpoint = line.split(": ", 1)[1].strip()
+            # Drain the rest of the banner in the background so the pipe never fills.
+            import threading
+
+            threading.Thread(target=lambda: [banner.append(x.rstrip("\n")) for x in proc.stdout], daemon=True).start()
+            return RunningPool(endpoint, token, strict, proc, banner)
+    proc.kill()
+    raise AssertionError("the pool did not print its endpoint within 120 s")
+
+
+@pytest.fixture(scope="session")
+def local_pool() -> Iterator[RunningPool]:
+    pool = launch_pool("--cooldown", "600")
+    yield pool
+    assert pool.stop() == 0
+
+
+@pytest.fixture(scope="session")
+def strict_pool() -> Iterator[RunningPool]:
+    pool = launch_pool("--cooldown", "600", strict=True)
+    yield pool
+    assert pool.stop() == 0
+
+
+@pytest.fixture
+def start_pool() -> Iterator[object]:
+    """Factory for private pools with custom options; all are stopped after the test."""
+    started: list[RunningPool] = []
+
+    def start(*extra: str, strict: bool = False, ready: int = 1) -> RunningPool:
+        pool = launch_pool(*extra, strict=strict, ready=ready)
+        started.append(pool)
+        return pool
+
+    yield start
+    for pool in started:
+        pool.stop()
+
+
+@pytest.fixture
+def identifier() -> str:
+    """A fresh, unguessable session identifier (Azure: treat identifiers as secrets)."""
+    return "t-" + secrets.token_hex(12)
