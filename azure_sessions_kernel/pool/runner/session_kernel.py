@@ -1,0 +1,189 @@
+"""The kernel that runs inside a session's sandbox.
+
+Started by the pool's launchers (``pool/bwrap.py``, ``pool/insecure.py``) with
+the session image's interpreter, by file path::
+
+    <image>/bin/python session_kernel.py -f <connection file>
+
+It imports nothing from ``azure_sessions_kernel`` (that package is not inside
+the sandbox) and nothing that touches the network. It is an ordinary
+ipykernel with the differences a remote code-interpreter session needs:
+
+* the working directory is ``/mnt/data`` (``$AZURE_SESSIONS_DATA_DIR`` when
+  the launcher runs it outside a sandbox), plots use the inline backend and
+  the IPython history database is off;
+* ``input()`` and ``getpass()`` raise at once, saying that remote sessions have
+  no stdin (a session has nobody at a keyboard: waiting would only hang);
+* every ``execute_reply`` carries, under the key ``"azure_sessions"``, what an
+  Azure session would put in the execution's ``result`` field:
+
+  ``{"kind": "json", "value": V}``
+      the cell ended with an expression whose value is an ``int``, ``bool``,
+      finite ``float`` or ``str`` (``V`` is the value itself); a non-finite
+      float gives its ``str``: ``"nan"``, ``"inf"``, ``"-inf"``;
+  ``{"kind": "text"}``
+      any other value: the pool uses the ``text/plain`` of the cell's
+      ``execute_result``;
+  ``{"kind": "none"}``
+      the trailing expression evaluated to ``None`` (Azure: ``null``), unless
+      it is a call: ``print(...)``, ``df.info()`` and ``display(...)`` return
+      ``None`` too, and Azure answers ``""`` for print-only cells;
+  ``{"kind": "empty"}``
+      no trailing expression (print-only cells, assignments, a trailing
+      ``;``), or the cell failed (Azure: ``""``).
+
+  With ``returnJupyterFormatExecutionResult`` Azure shows strings as their
+  ``repr``. The pool asks for that per execution through the request's
+  *metadata* (``jupyter_client``'s ``execute()`` cannot set it, so the pool
+  builds the message itself)::
+
+      msg = client.session.msg("execute_request", content,
+                               metadata={"azure_sessions": {"strings_as_repr": True}})
+      client.shell_channel.send(msg)
+
+  and the reply then says ``{"kind": "json", "value": "'abc'"}`` for ``"abc"``.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+import shutil
+import sys
+from typing import Any
+
+#: Key of the Azure result description in ``execute_reply`` content.
+RESULT_KEY = "azure_sessions"
+#: ``metadata[RESULT_KEY][STRINGS_AS_REPR]`` of an ``execute_request``: strings as ``repr``.
+STRINGS_AS_REPR = "strings_as_repr"
+#: Working directory when not ``/mnt/data`` (set by the insecure launcher).
+DATA_DIR_ENV = "AZURE_SESSIONS_DATA_DIR"
+#: The image's pre-built matplotlib cache, copied into ``$MPLCONFIGDIR`` at start.
+MPL_CACHE_ENV = "AZURE_SESSIONS_MPL_CACHE"
+DEFAULT_DATA_DIR = "/mnt/data"
+
+STDIN_MESSAGE = (
+    "stdin is not available in remote sessions: input() and getpass() cannot read from a keyboard. "
+    "Put the value in the code (or in a file under /mnt/data) instead."
+)
+
+
+# --------------------------------------------------------------------------
+# The Azure ``result`` of one execution
+# --------------------------------------------------------------------------
+
+
+def _trailing_expression(transformed_cell: str) -> ast.expr | None:
+    """The cell's last statement if IPython displays it (an expression without ``;``)."""
+    try:
+        body = ast.parse(transformed_cell).body
+    except SyntaxError:
+        return None
+    if not body or not isinstance(body[-1], ast.Expr):
+        return None
+    from IPython.core.displayhook import DisplayHook
+
+    if DisplayHook.semicolon_at_end_of_expression(transformed_cell):
+        return None
+    return body[-1].value
+
+
+def describe_result(value: Any, succeeded: bool, transformed_cell: str, strings_as_repr: bool = False) -> dict[str, Any]:
+    """What Azure would return as ``result`` for a cell (see the module docstring)."""
+    expression = _trailing_expression(transformed_cell) if succeeded else None
+    if expression is None:
+        return {"kind": "empty"}
+    if value is None:
+        # A call that returns None (print(), df.info(), display()) is used as a
+        # statement: Azure answers "" for print-only cells, null for `None`.
+        return {"kind": "empty" if isinstance(expression, ast.Call) else "none"}
+    # Exact types only: subclasses (IntEnum, numpy.float64...) print differently
+    # from the JSON value, so their text/plain is the faithful rendering.
+    kind = type(value)
+    if kind is str:
+        return {"kind": "json", "value": repr(value) if strings_as_repr else value}
+    if kind is bool or kind is int:
+        return {"kind": "json", "value": value}
+    if kind is float:
+        return {"kind": "json", "value": value if math.isfinite(value) else str(value)}
+    return {"kind": "text"}
+
+
+# --------------------------------------------------------------------------
+# The kernel
+# --------------------------------------------------------------------------
+
+
+def _make_kernel_class() -> type:
+    """Build the kernel class; ipykernel is imported here so the module imports cheaply."""
+    from ipykernel.ipkernel import IPythonKernel
+    from IPython.core.error import StdinNotImplementedError
+
+    def refuse_stdin(*_args: Any, **_kwargs: Any) -> str:
+        raise StdinNotImplementedError(STDIN_MESSAGE)
+
+    class SessionKernel(IPythonKernel):
+        """An IPython kernel that answers like an Azure dynamic session."""
+
+        # ipykernel installs these as builtins.input / getpass.getpass for each
+        # execution; ours refuse instead of sending input_request.
+        raw_input = staticmethod(refuse_stdin)
+        getpass = staticmethod(refuse_stdin)
+        _no_raw_input = staticmethod(refuse_stdin)
+
+        async def do_execute(self, code, silent, store_history=True, user_expressions=None, allow_stdin=False, **kwargs):
+            # Never ask the client for input, whatever the request says.
+            reply = await super().do_execute(code, silent, store_history, user_expressions, False, **kwargs)
+            reply[RESULT_KEY] = self._azure_result(code, reply.get("status") == "ok")
+            return reply
+
+        def _azure_result(self, code: str, succeeded: bool) -> dict[str, Any]:
+            metadata = (self.get_parent("shell") or {}).get("metadata") or {}
+            options = metadata.get(RESULT_KEY) or {}
+            result = self.shell.last_execution_result
+            try:
+                transformed = self.shell.transform_cell(code)
+            except Exception:
+                return {"kind": "empty"}
+            return describe_result(
+                result.result if result is not None else None,
+                succeeded and result is not None and result.success,
+                transformed,
+                strings_as_repr=bool(isinstance(options, dict) and options.get(STRINGS_AS_REPR)),
+            )
+
+    return SessionKernel
+
+
+def _prepare_process() -> None:
+    """Set the working directory and the environment defaults before IPython starts."""
+    os.chdir(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # Seed matplotlib's cache so the first plot does not spend seconds scanning fonts.
+    seed, config_dir = os.environ.get(MPL_CACHE_ENV), os.environ.get("MPLCONFIGDIR")
+    if seed and config_dir and os.path.isdir(seed):
+        os.makedirs(config_dir, exist_ok=True)
+        for name in os.listdir(seed):
+            target = os.path.join(config_dir, name)
+            if not os.path.exists(target):
+                shutil.copyfile(os.path.join(seed, name), target)
+    # User code must not import this file by accident.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the kernel until the client shuts it down (``argv``: ``-f <connection file>`` and traitlets)."""
+    _prepare_process()
+    from ipykernel.kernelapp import IPKernelApp
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    IPKernelApp.launch_instance(
+        argv=["--HistoryManager.enabled=False", *args],
+        kernel_class=_make_kernel_class(),
+    )
+
+
+if __name__ == "__main__":
+    main()
