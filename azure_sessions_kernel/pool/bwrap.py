@@ -1,0 +1,1218 @@
+"""The default sandbox: bubblewrap namespaces, a per-session uid, cgroups, rlimits and seccomp.
+
+:class:`BwrapLauncher` is created once by the pool (``pool/server.py``) and
+asked by the session manager for a fresh :class:`BwrapSandbox` whenever its
+warm pool needs one. Each sandbox runs the in-sandbox runner
+(``pool/runner/session_kernel.py``) with the session image's interpreter; the
+manager talks to it with ``jupyter_client`` over ZeroMQ ``ipc://`` sockets
+that live in a small per-session directory bound into the sandbox.
+
+The layers (numbers as in ``shared/reference/sandbox.md`` §3.2) when the pool
+runs as root:
+
+* L0 the server is a child subreaper, spawns with an empty environment and
+  ``close_fds``, passes only the seccomp and status descriptors;
+* L1 every session gets its own unprivileged host uid (``uid_base + slot``);
+  bwrap starts as that uid, so it can only use *unprivileged* user
+  namespaces and nothing inside is ever host root;
+* L2 cgroups: memory (+swap), pids and cpu limits, plus a cgroup v2 leaf
+  whose ``cgroup.kill`` ends the whole tree; v1, v2 and hybrid layouts;
+* L3 rlimits: no core files, file size, open files, processes per uid;
+* L4/L5 bwrap: new user, pid, network (loopback only), ipc, uts, cgroup and
+  mount namespaces; a read-only ``/usr`` and image, a private ``/tmp``, a
+  read-only ``/proc/sys``, synthetic ``/etc/passwd``; ``/mnt/data`` is a
+  per-session host tmpfs with a size and inode quota;
+* L6 no capabilities (``--cap-drop ALL``), ``no_new_privs``;
+* L7 a seccomp deny-list against the kernel surface a notebook never needs.
+
+Run as an ordinary user the launcher still uses bwrap (unprivileged user
+namespaces) but cannot give sessions their own uid, cgroups or a tmpfs
+quota; :attr:`BwrapLauncher.isolation` lists what is missing and why.
+
+Host layout under the state root (``/run/ask`` as root)::
+
+    runner/session_kernel.py   copy of the runner, bound read-only into each sandbox
+    etc/{passwd,group,hosts}   the sandbox's synthetic /etc files
+    slots/<n>.lock             flock held by the launcher that owns slot n
+    <n>/k/                     kernel.json and the ipc sockets (session uid, 0700) -> /run/jk
+    <n>/data/                  tmpfs (session uid, 0700)                          -> /mnt/data
+    <n>/cgroups.json           the cgroup directories made for the slot, for cleanup
+
+Slots are claimed with ``flock``, so several launchers (a server and a test
+run) can share a state root, and a crashed server's slots are recognised as
+stale (their lock is free) and cleaned before reuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import ctypes
+import dataclasses
+import errno
+import fcntl
+import json
+import math
+import os
+import pwd
+import resource
+import secrets
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from azure_sessions_kernel.pool.image import ImageError, ImageInfo, find_image
+from azure_sessions_kernel.pool.launcher import Launcher, Sandbox, SandboxError
+
+__all__ = [
+    "BwrapLauncher",
+    "BwrapSandbox",
+    "SandboxLimits",
+    "SandboxSpec",
+    "build_bwrap_argv",
+    "build_seccomp_bpf",
+]
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+RUNNER_SOURCE = Path(__file__).with_name("runner") / "session_kernel.py"
+
+# Paths as the sandbox sees them.
+SANDBOX_DATA_DIR = "/mnt/data"
+SANDBOX_KERNEL_DIR = "/run/jk"
+SANDBOX_RUNNER = "/opt/azure-sessions/session_kernel.py"
+SANDBOX_UID = 1000
+SANDBOX_USER = "user"
+SANDBOX_HOSTNAME = "sandbox"
+
+#: Host files bound read-only at the same path when they exist: what Python,
+#: OpenSSL, time zones and mimetypes read. Nothing else from the host's /etc.
+HOST_ETC_FILES = (
+    "/etc/alternatives",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/localtime",
+    "/etc/ld.so.cache",
+    "/etc/mime.types",
+)
+
+# ipc "ports" (socket name suffixes) of the five kernel channels.
+CHANNEL_PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
+# sun_path holds 108 bytes; "<kernel dir>/k-5" must fit with room to spare.
+_MAX_KERNEL_DIR_LEN = 90
+_OUTPUT_TAIL_BYTES = 16 * 1024
+
+
+def _format_bytes(n: int) -> str:
+    if n % GiB == 0:
+        return f"{n // GiB} GiB"
+    return f"{n / MiB:.0f} MiB"
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxLimits:
+    """Per-session resource limits (sandbox.md §3.4 defaults)."""
+
+    memory_bytes: int = 1 * GiB
+    pids: int = 256
+    cpu_cores: float = 1.0
+    #: Size and inode quota of ``/mnt/data`` (a tmpfs: its pages also count as memory).
+    data_size: int = 1 * GiB
+    data_inodes: int = 65536
+    tmp_size: int = 256 * MiB
+    #: Largest single file a session may write (``RLIMIT_FSIZE``).
+    file_size: int = 1 * GiB
+    nofile: int = 1024
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            if getattr(self, field.name) <= 0:
+                raise ValueError(f"SandboxLimits.{field.name} must be positive")
+
+    @property
+    def threads_per_library(self) -> int:
+        """Threads numeric libraries should use: the cpu quota, at least one."""
+        return max(1, math.ceil(self.cpu_cores))
+
+    def describe(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------
+# Seccomp (L7)
+# --------------------------------------------------------------------------
+
+# Kernel surface a notebook never needs and that keeps producing privilege
+# escalations; all answer EPERM (sandbox.md §3.2 L7, after Flatpak and Docker).
+_EPERM_SYSCALLS = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+    "perf_event_open", "bpf", "userfaultfd", "syslog",
+    "add_key", "keyctl", "request_key",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot",
+    "open_by_handle_at", "name_to_handle_at", "fanotify_init",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "lookup_dcookie",
+    "clock_settime", "clock_adjtime", "settimeofday", "adjtimex", "stime",
+    "iopl", "ioperm", "vhangup", "uselib", "ustat", "sysfs", "nfsservctl",
+    "mbind", "set_mempolicy", "migrate_pages", "move_pages",
+)
+# Answer ENOSYS so that glibc and friends fall back to the older call
+# (clone3 -> clone, whose flags we can inspect; new mount API -> mount).
+_ENOSYS_SYSCALLS = ("clone3", "fsopen", "fsconfig", "fsmount", "fspick", "open_tree", "move_mount", "mount_setattr")
+_CLONE_NAMESPACE_FLAGS = (
+    0x00020000,  # CLONE_NEWNS
+    0x02000000,  # CLONE_NEWCGROUP
+    0x04000000,  # CLONE_NEWUTS
+    0x08000000,  # CLONE_NEWIPC
+    0x10000000,  # CLONE_NEWUSER
+    0x20000000,  # CLONE_NEWPID
+    0x40000000,  # CLONE_NEWNET
+)
+_TIOCSTI, _TIOCLINUX = 0x5412, 0x541C
+_AF_UNIX, _AF_INET, _AF_NETLINK, _AF_INET6 = 1, 2, 16, 10
+_AF_MAX = 46
+_PER_LINUX = 0
+
+
+def _seccomp_module() -> Any:
+    try:
+        import pyseccomp as seccomp
+    except ImportError:
+        try:
+            import seccomp  # Debian's python3-seccomp
+        except ImportError as exc:
+            raise SandboxError(
+                "cannot build the seccomp filter: neither pyseccomp nor seccomp (python3-seccomp) is importable"
+            ) from exc
+    return seccomp
+
+
+def build_seccomp_bpf() -> tuple[bytes, list[str]]:
+    """Compile the deny-list to BPF; returns it and the syscall names this kernel/libseccomp lacks.
+
+    Called once by :class:`BwrapLauncher` at creation; each sandbox gets the
+    program through ``bwrap --seccomp FD``.
+    """
+    sc = _seccomp_module()
+    flt = sc.SyscallFilter(sc.ALLOW)
+    # Syscalls of a foreign ABI (i386 ``int 0x80``, x32) bypass per-name rules: kill them.
+    flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+    unknown: list[str] = []
+
+    def rule(action: int, name: str, *args: Any) -> None:
+        try:
+            flt.add_rule(action, name, *args)
+        except (OSError, ValueError, RuntimeError):
+            unknown.append(name)  # not on this architecture or too new for libseccomp
+
+    for name in _EPERM_SYSCALLS:
+        rule(sc.ERRNO(errno.EPERM), name)
+    for name in _ENOSYS_SYSCALLS:
+        rule(sc.ERRNO(errno.ENOSYS), name)
+    for flag in _CLONE_NAMESPACE_FLAGS:
+        rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    # The ioctl request is an int; compare only the low 32 bits (CVE-2017-5226).
+    for request in (_TIOCSTI, _TIOCLINUX):
+        rule(sc.ERRNO(errno.EPERM), "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
+    # personality(2) may only select plain Linux: no ADDR_NO_RANDOMIZE and friends (as Flatpak).
+    rule(sc.ERRNO(errno.EPERM), "personality", sc.Arg(0, sc.NE, _PER_LINUX))
+    # Sockets: UNIX, IPv4, IPv6, and NETLINK_ROUTE only (libzmq aborts when it
+    # cannot open a route netlink socket to list interfaces).
+    for family in range(_AF_MAX + 1):
+        if family not in (_AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK):
+            rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, family))
+    rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.GT, _AF_MAX))
+    rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, _AF_NETLINK), sc.Arg(2, sc.NE, 0))
+
+    read_fd, write_fd = os.pipe()
+    try:
+        with os.fdopen(write_fd, "wb") as out:
+            flt.export_bpf(out)
+        with os.fdopen(read_fd, "rb") as inp:
+            read_fd = -1
+            bpf = inp.read()
+    finally:
+        if read_fd >= 0:
+            os.close(read_fd)
+    return bpf, unknown
+
+
+# --------------------------------------------------------------------------
+# cgroups (L2)
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Hierarchy:
+    """One place session cgroups are created: a v1 controller tree or the v2 tree."""
+
+    version: int  # 1 or 2
+    controllers: frozenset[str]  # the subset of memory/pids/cpu it enforces
+    parent: Path  # session leaves are parent/<slot>
+    has_kill: bool  # v2 cgroup.kill
+
+
+def _own_cgroup_paths() -> dict[str, str]:
+    """``{"memory": "/a/b", ..., "": "/x"}`` from /proc/self/cgroup (``""`` is the v2 path)."""
+    paths: dict[str, str] = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            paths[controller] = path
+    return paths
+
+
+def _cgroup_mounts() -> list[tuple[str, Path, frozenset[str]]]:
+    """``(fstype, mount point, super options)`` of every cgroup mount, from mountinfo."""
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if len(rfields) >= 3 and rfields[0] in ("cgroup", "cgroup2"):
+            mounts.append((rfields[0], Path(fields[4]), frozenset(rfields[2].split(","))))
+    return mounts
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _detect_hierarchies(prefix: str) -> tuple[list[_Hierarchy], dict[str, str]]:
+    """Where this host lets us create session cgroups, and why any controller is missing.
+
+    Called by :class:`BwrapLauncher` as root. v1 leaves go under the server's
+    own cgroup of each controller (so its accounting stays intact); v2 leaves
+    under a ``<prefix>`` child of the v2 root, since a cgroup with processes
+    (the server's own) may not delegate controllers to children.
+    """
+    wanted = {"memory", "pids", "cpu"}
+    own = _own_cgroup_paths()
+    hierarchies: list[_Hierarchy] = []
+    missing: dict[str, str] = {}
+    covered: set[str] = set()
+    v2_mount: Path | None = None
+    for fstype, mount, options in _cgroup_mounts():
+        if fstype == "cgroup":
+            controllers = frozenset(options & wanted) - covered
+            if controllers:
+                own_path = own.get(next(iter(controllers)), "/").lstrip("/")
+                hierarchies.append(_Hierarchy(1, controllers, mount / own_path / prefix, False))
+                covered |= controllers
+        elif v2_mount is None:
+            v2_mount = mount
+    if v2_mount is not None:
+        available = set((v2_mount / "cgroup.controllers").read_text().split()) & (wanted - covered)
+        v2_parent = v2_mount / prefix if available else v2_mount / own.get("", "/").lstrip("/") / prefix
+        try:
+            if available:
+                # Enable the controllers on the way down to our parent (the v2
+                # root is exempt from the no-internal-processes rule).
+                _write(v2_mount / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(available)))
+                v2_parent.mkdir(exist_ok=True)
+                _write(v2_parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(available)))
+                enabled = set((v2_parent / "cgroup.subtree_control").read_text().split())
+                available &= enabled
+        except OSError as exc:
+            for controller in available:
+                missing[f"cgroup-{controller}"] = f"cannot enable the {controller} controller in {v2_parent} ({exc.strerror})"
+            available = set()
+            v2_parent = v2_mount / own.get("", "/").lstrip("/") / prefix
+        v2_parent.mkdir(parents=True, exist_ok=True)
+        has_kill = (v2_parent / "cgroup.kill").exists()  # only non-root cgroups have the file
+        hierarchies.append(_Hierarchy(2, frozenset(available), v2_parent, has_kill))
+        covered |= available
+        if not has_kill:
+            missing["cgroup-kill"] = "the kernel has no cgroup.kill (Linux < 5.14); the pid-namespace init is the only kill switch"
+    else:
+        missing["cgroup-kill"] = "no cgroup v2 hierarchy is mounted; the pid-namespace init is the only kill switch"
+    for controller in wanted - covered:
+        missing.setdefault(f"cgroup-{controller}", f"no cgroup hierarchy offers the {controller} controller")
+    for hierarchy in hierarchies:
+        hierarchy.parent.mkdir(parents=True, exist_ok=True)
+    return hierarchies, missing
+
+
+class _SessionCgroups:
+    """The cgroup leaves of one session: limits, joining, killing, OOM count, removal."""
+
+    def __init__(self, leaves: list[tuple[_Hierarchy, Path]]):
+        self.leaves = leaves
+
+    @classmethod
+    def create(cls, hierarchies: Sequence[_Hierarchy], name: str, limits: SandboxLimits) -> _SessionCgroups:
+        made = cls([])
+        try:
+            for hierarchy in hierarchies:
+                leaf = hierarchy.parent / name
+                leaf.mkdir()
+                made.leaves.append((hierarchy, leaf))
+                made._apply_limits(hierarchy, leaf, limits)
+        except OSError as exc:
+            made.remove()
+            raise SandboxError(f"cannot create the session's cgroup: {exc}") from exc
+        return made
+
+    @staticmethod
+    def _apply_limits(hierarchy: _Hierarchy, leaf: Path, limits: SandboxLimits) -> None:
+        controllers = hierarchy.controllers
+        period = 100_000
+        quota = max(1000, int(limits.cpu_cores * period))
+        if hierarchy.version == 1:
+            if "memory" in controllers:
+                _write(leaf / "memory.limit_in_bytes", str(limits.memory_bytes))
+                if (leaf / "memory.memsw.limit_in_bytes").exists():  # swap accounting on
+                    _write(leaf / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
+            if "pids" in controllers:
+                _write(leaf / "pids.max", str(limits.pids))
+            if "cpu" in controllers:
+                _write(leaf / "cpu.cfs_period_us", str(period))
+                _write(leaf / "cpu.cfs_quota_us", str(quota))
+        else:
+            if "memory" in controllers:
+                _write(leaf / "memory.max", str(limits.memory_bytes))
+                if (leaf / "memory.swap.max").exists():
+                    _write(leaf / "memory.swap.max", "0")
+                _write(leaf / "memory.oom.group", "1")  # an OOM ends the whole session at once
+            if "pids" in controllers:
+                _write(leaf / "pids.max", str(limits.pids))
+            if "cpu" in controllers:
+                _write(leaf / "cpu.max", f"{quota} {period}")
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(leaf / "cgroup.procs") for _, leaf in self.leaves]
+
+    def _read(self, controller: str, v1_file: str, v2_file: str) -> str | None:
+        for hierarchy, leaf in self.leaves:
+            if controller in hierarchy.controllers:
+                with contextlib.suppress(OSError):
+                    return (leaf / (v1_file if hierarchy.version == 1 else v2_file)).read_text()
+        return None
+
+    def oom_kills(self) -> int:
+        """How many processes the memory limit's OOM killer ended (0 when unknown)."""
+        text = self._read("memory", "memory.oom_control", "memory.events") or ""
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+    def usage(self) -> dict[str, int]:
+        figures: dict[str, int] = {}
+        memory = self._read("memory", "memory.usage_in_bytes", "memory.current")
+        pids = self._read("pids", "pids.current", "pids.current")
+        if memory:
+            figures["memory_bytes"] = int(memory)
+        if pids:
+            figures["pids"] = int(pids)
+        return figures
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for _, leaf in self.leaves:
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in (leaf / "cgroup.procs").read_text().split())
+        return found
+
+    def kill(self, timeout: float = 5.0) -> None:
+        """SIGKILL everything in the leaves and wait until they are empty."""
+        for hierarchy, leaf in self.leaves:
+            if hierarchy.has_kill:
+                with contextlib.suppress(OSError):
+                    _write(leaf / "cgroup.kill", "1")
+        deadline = time.monotonic() + timeout
+        while (remaining := self.pids()) and time.monotonic() < deadline:
+            # Without cgroup.kill (or for stragglers forked during it), signal one by one.
+            for pid in remaining:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+
+    def remove(self) -> None:
+        for _, leaf in reversed(self.leaves):
+            for _attempt in range(50):
+                try:
+                    leaf.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY:
+                        raise
+                    time.sleep(0.02)  # exiting tasks leave the cgroup asynchronously
+        self.leaves = []
+
+
+# --------------------------------------------------------------------------
+# Mounts, processes
+# --------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_MS_NOSUID, _MS_NODEV = 0x2, 0x4
+_MNT_DETACH = 0x2
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _mount_tmpfs(target: Path, size: int, inodes: int, uid: int, gid: int) -> None:
+    options = f"size={size},nr_inodes={inodes},mode=0700,uid={uid},gid={gid}".encode()
+    if _libc.mount(b"tmpfs", str(target).encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
+        err = ctypes.get_errno()
+        raise SandboxError(f"cannot mount the session's data tmpfs at {target}: {os.strerror(err)}")
+
+
+def _unmount(target: Path) -> None:
+    if os.path.ismount(target) and _libc.umount2(str(target).encode(), _MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot unmount {target}: {os.strerror(err)}")
+
+
+def _processes_of_uid(uid: int) -> list[int]:
+    """Live (not zombie) processes owned by ``uid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if os.stat(f"/proc/{entry}").st_uid != uid:
+                    continue
+                with open(f"/proc/{entry}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(entry))
+    return found
+
+
+def _kill_uid(uid: int, timeout: float = 5.0) -> None:
+    """SIGKILL every process of ``uid`` until none is left (the per-session-uid guarantee)."""
+    deadline = time.monotonic() + timeout
+    while (pids := _processes_of_uid(uid)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _reap_zombie_children(uid)
+        time.sleep(0.01)
+
+
+def _reap_zombie_children(uid: int | None) -> None:
+    """Collect our zombie children that belong to a sandbox (re-parented to us as subreaper).
+
+    Only processes of ``uid`` (root mode) are touched, so that exit statuses
+    other code waits for (``subprocess``, asyncio) are never stolen.
+    """
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            owner = os.stat(f"/proc/{entry}").st_uid
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == me and uid is not None and owner == uid:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(entry), os.WNOHANG)
+
+
+def _task_count(uid: int) -> int:
+    """Threads of ``uid`` on the host: RLIMIT_NPROC counts them, all sessions together."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    total += len(os.listdir(f"/proc/{entry}/task"))
+    return total
+
+
+def _become_session_process(procs_files: Sequence[str], rlimits: Sequence[tuple[int, int]], uid: int | None) -> None:
+    """``preexec_fn`` of the bwrap process: join the cgroups, set rlimits, drop to the session uid.
+
+    Runs in the forked child before exec, so it only makes direct system
+    calls (no imports, no locks). CPython would switch ``user=`` *before*
+    ``preexec_fn``, after which the root-owned ``cgroup.procs`` files are out
+    of reach; hence the uid switch happens here, last.
+    """
+    pid = str(os.getpid()).encode()
+    for path in procs_files:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, pid)
+        finally:
+            os.close(fd)
+    for which, limit in rlimits:
+        resource.setrlimit(which, (limit, limit))
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+
+
+# --------------------------------------------------------------------------
+# The bwrap command line (L4-L7)
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxSpec:
+    """Everything :func:`build_bwrap_argv` needs for one session (host paths unless noted)."""
+
+    bwrap: str
+    image: ImageInfo
+    runner: Path
+    kernel_dir: Path  # -> /run/jk
+    data_dir: Path  # -> /mnt/data
+    etc_dir: Path  # synthetic passwd/group/hosts
+    limits: SandboxLimits
+    seccomp_fd: int | None
+    status_fd: int
+    extra_env: tuple[tuple[str, str], ...] = ()
+
+
+def sandbox_environment(image: ImageInfo, limits: SandboxLimits) -> dict[str, str]:
+    """The whole environment of the sandboxed kernel (nothing is inherited from the host)."""
+    threads = str(limits.threads_per_library)
+    return {
+        "PATH": f"{image.path}/bin:/usr/local/bin:/usr/bin:/bin",
+        "HOME": SANDBOX_DATA_DIR,
+        "USER": SANDBOX_USER,
+        "LOGNAME": SANDBOX_USER,
+        "LANG": "C.UTF-8",
+        "TMPDIR": "/tmp",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "MPLCONFIGDIR": "/tmp/matplotlib",
+        "AZURE_SESSIONS_MPL_CACHE": str(image.mpl_cache_dir),
+        "IPYTHONDIR": "/tmp/ipython",
+        "JUPYTER_CONFIG_DIR": "/tmp/jupyter/config",
+        "JUPYTER_DATA_DIR": "/tmp/jupyter/data",
+        "JUPYTER_RUNTIME_DIR": "/tmp/jupyter/runtime",
+        "XDG_CACHE_HOME": "/tmp/.cache",
+        "XDG_CONFIG_HOME": "/tmp/.config",
+        # Keep /mnt/data (what the file API lists) free of __pycache__; the
+        # image's own bytecode is pre-compiled.
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        "OPENBLAS_NUM_THREADS": threads,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "NUMEXPR_MAX_THREADS": threads,
+    }
+
+
+def _system_binds() -> list[str]:
+    """/usr read-only, and the merged-/usr symlinks (or binds on hosts without merged /usr)."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("lib", "lib64", "lib32", "libx32", "bin", "sbin"):
+        host = Path("/") / name
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), f"/{name}"]
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), f"/{name}"]
+    return args
+
+
+def build_bwrap_argv(spec: SandboxSpec) -> list[str]:
+    """The full bwrap command line for one session; order matters (later mounts cover earlier ones)."""
+    argv = [
+        spec.bwrap,
+        # L4: every namespace, a user namespace that cannot nest another one.
+        "--unshare-all", "--unshare-user", "--disable-userns",
+        "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", SANDBOX_HOSTNAME,
+        # L6 and L0: no capabilities even if started as root, die with the
+        # server, no controlling terminal (TIOCSTI), empty environment.
+        "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--clearenv",
+        "--size", str(spec.limits.tmp_size), "--tmpfs", "/tmp",
+        *_system_binds(),
+    ]
+    for path in HOST_ETC_FILES:
+        argv += ["--ro-bind-try", path, path]
+    for name in ("passwd", "group", "hosts"):
+        argv += ["--ro-bind", str(spec.etc_dir / name), f"/etc/{name}"]
+    argv += [
+        "--ro-bind", str(spec.image.path), str(spec.image.path),
+        "--ro-bind", str(spec.runner), SANDBOX_RUNNER,
+        # A fresh procfs for the new pid namespace; sysctls stay read-only.
+        "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
+        "--ro-bind-try", "/proc/irq", "/proc/irq", "--ro-bind-try", "/proc/bus", "/proc/bus",
+        "--dev", "/dev",
+        "--bind", str(spec.kernel_dir), SANDBOX_KERNEL_DIR,
+        "--bind", str(spec.data_dir), SANDBOX_DATA_DIR,
+        "--remount-ro", "/",
+        "--chdir", SANDBOX_DATA_DIR,
+    ]
+    env = sandbox_environment(spec.image, spec.limits)
+    env.update(spec.extra_env)
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    if spec.seccomp_fd is not None:
+        argv += ["--seccomp", str(spec.seccomp_fd)]
+    argv += ["--json-status-fd", str(spec.status_fd)]
+    argv += ["--", str(spec.image.python), SANDBOX_RUNNER, "-f", f"{SANDBOX_KERNEL_DIR}/kernel.json"]
+    return argv
+
+
+# --------------------------------------------------------------------------
+# Sandbox
+# --------------------------------------------------------------------------
+
+
+def describe_exit(returncode: int, output_tail: str) -> str:
+    """A sentence for an exit status: the kernel's own, or bwrap's (which passes the kernel's on, 128+N for signal N)."""
+    if returncode < 0:
+        return f"the kernel process was killed by {signal.Signals(-returncode).name}"
+    if 128 < returncode < 128 + 65:
+        with contextlib.suppress(ValueError):
+            return f"the kernel was killed by {signal.Signals(returncode - 128).name}"
+    bwrap_error = [line for line in output_tail.splitlines() if line.startswith("bwrap:")]
+    if bwrap_error:
+        return f"the sandbox failed: {bwrap_error[-1]}"
+    if returncode == 0:
+        return "the kernel exited"
+    return f"the kernel exited with status {returncode}"
+
+
+class OutputTail:
+    """Keeps the last few KiB of the sandbox's stdout/stderr for error messages; drops the rest."""
+
+    def __init__(self, stream: Any):
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), name="sandbox-output", daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: Any) -> None:
+        with stream:
+            while chunk := stream.read1(65536):
+                with self._lock:
+                    self._chunks.append(chunk)
+                    self._size += len(chunk)
+                    while self._size > _OUTPUT_TAIL_BYTES and len(self._chunks) > 1:
+                        self._size -= len(self._chunks.popleft())
+
+    def text(self, wait: float = 0.0) -> str:
+        self._thread.join(wait)
+        with self._lock:
+            return b"".join(self._chunks)[-_OUTPUT_TAIL_BYTES:].decode(errors="replace")
+
+
+@dataclasses.dataclass
+class _Slot:
+    number: int
+    lock_fd: int
+    state_dir: Path
+    uid: int | None  # None: same uid as the server (unprivileged mode)
+
+    @property
+    def kernel_dir(self) -> Path:
+        return self.state_dir / "k"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "data"
+
+
+class BwrapSandbox(Sandbox):
+    """One session's bwrap sandbox. Created by :meth:`BwrapLauncher.start`."""
+
+    def __init__(
+        self,
+        launcher: BwrapLauncher,
+        slot: _Slot,
+        process: subprocess.Popen[bytes],
+        child_pid: int,
+        cgroups: _SessionCgroups,
+        connection_info: dict[str, Any],
+        output: OutputTail,
+    ):
+        self._launcher = launcher
+        self._slot = slot
+        self._process = process
+        self._cgroups = cgroups
+        self._output = output
+        self._kill_lock = threading.Lock()
+        self._killed = False
+        self._stopped_by_us = False
+        self._oom_kills: int | None = None
+        self.data_dir = slot.data_dir
+        self.connection_info = connection_info
+        self.pid = process.pid
+        #: Host pid of the pid namespace's init (bwrap's inner process): the kill switch.
+        self.child_pid = child_pid
+        #: Host uid the session runs as (the server's own uid when unprivileged).
+        self.uid = slot.uid if slot.uid is not None else os.getuid()
+        self.slot = slot.number
+
+    def __repr__(self) -> str:
+        return f"<BwrapSandbox slot={self.slot} uid={self.uid} pid={self.pid} alive={self.is_alive()}>"
+
+    def is_alive(self) -> bool:
+        return not self._killed and self._process.poll() is None
+
+    def death_reason(self) -> str | None:
+        if self.is_alive():
+            return None
+        oom_kills = self._oom_kills if self._oom_kills is not None else self._cgroups.oom_kills()
+        if oom_kills:
+            return f"the session ran out of memory (limit {_format_bytes(self._launcher.limits.memory_bytes)})"
+        if self._stopped_by_us:
+            return "the session was stopped"
+        returncode = self._process.poll()
+        return describe_exit(returncode if returncode is not None else -signal.SIGKILL, self._output.text())
+
+    def usage(self) -> dict[str, Any]:
+        return {**self._cgroups.usage(), "limits": self._launcher.limits.describe()}
+
+    async def kill(self) -> None:
+        await asyncio.to_thread(self.kill_sync)
+
+    def kill_sync(self) -> None:
+        """Blocking :meth:`kill`, for shutdown paths without an event loop."""
+        with self._kill_lock:
+            if self._killed:
+                return
+            if self._process.poll() is None:
+                self._stopped_by_us = True
+                # The pid-namespace init takes every process inside with it,
+                # setsid'd daemons included. Only signalled while bwrap is
+                # alive: then the pid cannot have been reused.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.child_pid, signal.SIGKILL)
+            self._cgroups.kill()
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            self._oom_kills = self._cgroups.oom_kills()
+            self._launcher._release_slot(self._slot, self._cgroups)
+            self._killed = True
+
+
+# --------------------------------------------------------------------------
+# Launcher
+# --------------------------------------------------------------------------
+
+
+def _default_state_root() -> Path:
+    if os.geteuid() == 0:
+        return Path("/run/ask")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime) and len(runtime) < 40:
+        return Path(runtime) / "ask"
+    return Path(f"/tmp/ask-{os.getuid()}")
+
+
+def write_atomically(path: Path, content: str | bytes, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    data = content.encode() if isinstance(content, str) else content
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class BwrapLauncher(Launcher):
+    """Starts bubblewrap sandboxes; one per pool.
+
+    Created by the pool at start-up (synchronously: it probes bwrap, builds
+    the seccomp filter and cleans what a crashed server left behind, all in a
+    fraction of a second). Raises :class:`SandboxError` with a sentence a user
+    can act on when this host cannot sandbox.
+
+    ``state_root`` and ``uid_base`` (the session uids are
+    ``uid_base + slot`` for slots ``0 .. max_sessions-1``) default to
+    ``/run/ask`` and 200000 as root.
+    """
+
+    def __init__(
+        self,
+        image: ImageInfo | None = None,
+        limits: SandboxLimits | None = None,
+        state_root: str | os.PathLike[str] | None = None,
+        *,
+        uid_base: int = 200_000,
+        max_sessions: int = 1000,
+        seccomp: bool = True,
+        bwrap: str | None = None,
+    ):
+        self.limits = limits or SandboxLimits()
+        self.privileged = os.geteuid() == 0
+        self.state_root = Path(state_root or _default_state_root()).absolute()
+        self.uid_base = uid_base
+        self.max_sessions = max_sessions
+        self._slots_in_use: set[int] = set()
+        self._sandboxes: set[BwrapSandbox] = set()
+        self._lock = threading.Lock()
+        self._missing: dict[str, str] = {
+            "vm-boundary": "sessions share the host kernel (Azure runs each session in a Hyper-V VM); "
+            "a kernel bug reachable through the allowed system calls defeats the sandbox",
+        }
+
+        self.bwrap = bwrap or shutil.which("bwrap") or "/usr/bin/bwrap"
+        if not os.access(self.bwrap, os.X_OK):
+            raise SandboxError(
+                "bubblewrap (bwrap) is not installed, so sessions cannot be sandboxed; "
+                "install it (apt-get install bubblewrap)"
+            )
+        try:
+            self.image = image or find_image()
+        except ImageError as exc:
+            raise SandboxError(str(exc)) from exc
+        if len(str(self.state_root)) + 16 > _MAX_KERNEL_DIR_LEN:
+            raise SandboxError(f"the state root {self.state_root} is too long for Unix socket paths (108 bytes); choose a shorter one")
+
+        self._prepare_state_root()
+        if self.privileged:
+            _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+            self._hierarchies, cgroup_missing = _detect_hierarchies(self._cgroup_prefix)
+            self._missing.update(cgroup_missing)
+        else:
+            self._hierarchies = []
+            self._missing.update(
+                {
+                    "per-session-uid": "the pool is not running as root: every session runs as your own uid",
+                    "cgroup-memory": "not root: the memory limit is RLIMIT_AS (virtual memory, approximate)",
+                    "cgroup-pids": "not root: the process limit is RLIMIT_NPROC, shared with all your processes",
+                    "cgroup-cpu": "not root: no cpu quota",
+                    "cgroup-kill": "not root: the pid-namespace init is the only kill switch",
+                    "data-quota": "not root: /mnt/data is a plain directory without a size quota",
+                }
+            )
+        if seccomp:
+            self._seccomp_bpf, unknown = build_seccomp_bpf()
+            if unknown:
+                self._missing["seccomp-partial"] = "not filtered here (unknown to this kernel/libseccomp): " + ", ".join(unknown)
+        else:
+            self._seccomp_bpf = None
+            self._missing["seccomp"] = "disabled by configuration"
+        self._clean_stale_slots()
+        self._probe()
+        # One long-lived thread forks every sandbox: bwrap's --die-with-parent
+        # fires when the *thread* that forked it exits.
+        self._spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bwrap-spawn")
+
+    # ----------------------------------------------------------------- setup
+
+    @property
+    def _cgroup_prefix(self) -> str:
+        return f"azure-sessions-{self.state_root.name}"
+
+    def _prepare_state_root(self) -> None:
+        root = self.state_root
+        root.mkdir(parents=True, exist_ok=True, mode=0o755)
+        st = root.stat()
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise SandboxError(f"the state root {root} must be owned by the pool's user and not writable by others")
+        os.chmod(root, 0o755 if self.privileged else 0o700)
+        for sub in ("runner", "etc", "slots"):
+            (root / sub).mkdir(exist_ok=True, mode=0o755)
+        os.chmod(root / "slots", 0o700)
+        write_atomically(root / "runner" / "session_kernel.py", RUNNER_SOURCE.read_bytes())
+        write_atomically(
+            root / "etc" / "passwd",
+            f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
+            f"{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_UID}::{SANDBOX_DATA_DIR}:/bin/sh\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        )
+        write_atomically(root / "etc" / "group", f"root:x:0:\n{SANDBOX_USER}:x:{SANDBOX_UID}:\nnogroup:x:65534:\n")
+        write_atomically(root / "etc" / "hosts", f"127.0.0.1\tlocalhost {SANDBOX_HOSTNAME}\n::1\tlocalhost ip6-localhost\n")
+
+    def _probe(self) -> None:
+        """Start a throw-away sandbox once, so that a host that cannot sandbox fails now, clearly."""
+        status_r, status_w = os.pipe()
+        try:
+            argv = [
+                self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
+                "--die-with-parent", "--new-session", "--clearenv", *_system_binds(),
+                "--ro-bind", str(self.image.path), str(self.image.path), "--proc", "/proc", "--dev", "/dev",
+                "--json-status-fd", str(status_w), "--", str(self.image.python), "-S", "-c", "pass",
+            ]
+            uid = 65534 if self.privileged else None
+            result = subprocess.run(
+                argv, env={}, capture_output=True, text=True, timeout=30, close_fds=True, pass_fds=(status_w,),
+                preexec_fn=(lambda: _become_session_process((), (), uid)) if uid is not None else None,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise SandboxError(f"cannot run bubblewrap ({self.bwrap}): {exc}") from exc
+        finally:
+            os.close(status_r)
+            os.close(status_w)
+        if result.returncode != 0:
+            detail = result.stderr.strip() or f"exit status {result.returncode}"
+            if "namespace" in detail or "Operation not permitted" in detail or "setting up uid map" in detail:
+                raise SandboxError(
+                    f"bubblewrap cannot create an unprivileged user namespace on this host ({detail}); "
+                    "enable them (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0, "
+                    "or on Ubuntu kernel.apparmor_restrict_unprivileged_userns=0)"
+                )
+            raise SandboxError(
+                f"a test sandbox failed to run the session image's Python {self.image.python} ({detail}); "
+                "rebuild the image with 'azure-sessions-kernel image build --force'"
+            )
+
+    def _clean_stale_slots(self) -> None:
+        """Remove what a crashed server left: state dirs, mounts, cgroups and processes of free slots."""
+        for entry in self.state_root.iterdir():
+            if entry.name.isdigit() and entry.is_dir():
+                slot = self._try_lock_slot(int(entry.name))
+                if slot is not None:
+                    self._clean_slot(slot)
+                    os.close(slot.lock_fd)
+
+    def _try_lock_slot(self, number: int) -> _Slot | None:
+        fd = os.open(self.state_root / "slots" / f"{number}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        uid = self.uid_base + number if self.privileged else None
+        return _Slot(number, fd, self.state_root / str(number), uid)
+
+    def _clean_slot(self, slot: _Slot) -> None:
+        record = slot.state_dir / "cgroups.json"
+        with contextlib.suppress(OSError, ValueError):
+            leaves = [(hierarchy, Path(path)) for hierarchy, path in self._hierarchies_for(json.loads(record.read_text()))]
+            stale = _SessionCgroups(leaves)
+            stale.kill()
+            stale.remove()
+        if slot.uid is not None:
+            _kill_uid(slot.uid)
+            _reap_zombie_children(slot.uid)
+        with contextlib.suppress(OSError):
+            _unmount(slot.data_dir)
+        shutil.rmtree(slot.state_dir, ignore_errors=True)
+
+    @staticmethod
+    def _hierarchies_for(paths: Iterable[str]) -> Iterable[tuple[_Hierarchy, str]]:
+        for path in paths:
+            has_kill = os.path.exists(os.path.join(path, "cgroup.kill"))
+            yield _Hierarchy(2 if has_kill else 1, frozenset(), Path(path).parent, has_kill), path
+
+    # ----------------------------------------------------------------- isolation
+
+    @property
+    def isolation(self) -> dict[str, Any]:
+        protections = [
+            "user-namespace", "pid-namespace", "network-namespace", "ipc-namespace", "uts-namespace",
+            "cgroup-namespace", "mount-namespace", "read-only-system", "private-tmp", "no-capabilities",
+            "no-new-privileges", "nested-userns-disabled", "rlimits",
+        ]
+        if self._seccomp_bpf is not None:
+            protections.append("seccomp")
+        if self.privileged:
+            protections += ["per-session-uid", "data-quota"]
+            for hierarchy in self._hierarchies:
+                protections += [f"cgroup-{c}" for c in sorted(hierarchy.controllers)]
+                if hierarchy.has_kill:
+                    protections.append("cgroup-kill")
+        return {
+            "level": "bwrap-root" if self.privileged else "bwrap-user",
+            "protections": protections,
+            "missing": dict(self._missing),
+            "limits": self.limits.describe(),
+        }
+
+    # ----------------------------------------------------------------- start
+
+    async def start(self) -> BwrapSandbox:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._spawner, self.start_sync)
+
+    def start_sync(self) -> BwrapSandbox:
+        """Blocking :meth:`start`; runs on the launcher's spawn thread (or a test's)."""
+        slot = self._acquire_slot()
+        cgroups = _SessionCgroups([])
+        try:
+            connection_info = self._prepare_slot(slot)
+            cgroups = _SessionCgroups.create(self._hierarchies, str(slot.number), self.limits)
+            write_atomically(slot.state_dir / "cgroups.json", json.dumps([str(leaf) for _, leaf in cgroups.leaves]), 0o600)
+            process, child_pid, output = self._spawn(slot, cgroups)
+        except BaseException:
+            cgroups.kill()
+            self._release_slot(slot, cgroups)
+            raise
+        sandbox = BwrapSandbox(self, slot, process, child_pid, cgroups, connection_info, output)
+        with self._lock:
+            self._sandboxes.add(sandbox)
+        return sandbox
+
+    def _acquire_slot(self) -> _Slot:
+        with self._lock:
+            for number in range(self.max_sessions):
+                if number in self._slots_in_use:
+                    continue
+                slot = self._try_lock_slot(number)
+                if slot is None:
+                    continue  # another launcher holds it
+                if slot.uid is not None and self._uid_taken(slot.uid):
+                    os.close(slot.lock_fd)
+                    continue
+                self._slots_in_use.add(number)
+                break
+            else:
+                raise SandboxError(f"all {self.max_sessions} sandbox slots are in use")
+        if slot.state_dir.exists():
+            self._clean_slot(slot)  # left over by a crashed server
+        return slot
+
+    @staticmethod
+    def _uid_taken(uid: int) -> bool:
+        """A session uid must belong to nobody else on the host."""
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return False
+        return True
+
+    def _prepare_slot(self, slot: _Slot) -> dict[str, Any]:
+        """Make the state dir, the data tmpfs and the connection file; returns host-side connection info."""
+        slot.state_dir.mkdir(mode=0o711 if self.privileged else 0o700)
+        slot.kernel_dir.mkdir(mode=0o700)
+        slot.data_dir.mkdir(mode=0o700)
+        uid = slot.uid if slot.uid is not None else os.getuid()
+        gid = slot.uid if slot.uid is not None else os.getgid()
+        if self.privileged:
+            os.chown(slot.kernel_dir, uid, gid)
+            _mount_tmpfs(slot.data_dir, self.limits.data_size, self.limits.data_inodes, uid, gid)
+        key = secrets.token_hex(32)
+        base = {"transport": "ipc", "key": key, "signature_scheme": "hmac-sha256", "kernel_name": "", **CHANNEL_PORTS}
+        kernel_file = slot.kernel_dir / "kernel.json"
+        write_atomically(kernel_file, json.dumps({**base, "ip": f"{SANDBOX_KERNEL_DIR}/k"}), 0o600)
+        os.chown(kernel_file, uid, gid)
+        return {**base, "ip": f"{slot.kernel_dir}/k"}
+
+    def _rlimits(self, slot: _Slot) -> list[tuple[int, int]]:
+        limits = self.limits
+        rlimits = [
+            (resource.RLIMIT_CORE, 0),
+            (resource.RLIMIT_FSIZE, limits.file_size),
+            (resource.RLIMIT_NOFILE, limits.nofile),
+        ]
+        if slot.uid is not None:
+            # Per real uid, hence exact with a uid per session.
+            rlimits.append((resource.RLIMIT_NPROC, limits.pids))
+        else:
+            # Shared with every process of ours: allow the current ones plus the session's.
+            rlimits.append((resource.RLIMIT_NPROC, _task_count(os.getuid()) + limits.pids))
+            # Virtual, not resident, memory: numpy and glibc reserve generously, hence the headroom.
+            rlimits.append((resource.RLIMIT_AS, 2 * limits.memory_bytes + GiB))
+        # Never raise a hard limit we inherited (we could not, without CAP_SYS_RESOURCE).
+        capped = []
+        for which, value in rlimits:
+            _, hard = resource.getrlimit(which)
+            capped.append((which, value if hard == resource.RLIM_INFINITY else min(value, hard)))
+        return capped
+
+    def _spawn(self, slot: _Slot, cgroups: _SessionCgroups) -> tuple[subprocess.Popen[bytes], int, OutputTail]:
+        seccomp_fd = -1
+        status_r, status_w = os.pipe()
+        try:
+            if self._seccomp_bpf is not None:
+                seccomp_fd = os.memfd_create("seccomp-bpf", 0)  # no CLOEXEC: bwrap reads it
+                os.write(seccomp_fd, self._seccomp_bpf)
+                os.lseek(seccomp_fd, 0, os.SEEK_SET)
+            extra_env: tuple[tuple[str, str], ...] = ()
+            if slot.uid is None:
+                extra_env = (("MALLOC_ARENA_MAX", "2"),)  # keeps virtual size within RLIMIT_AS
+            spec = SandboxSpec(
+                bwrap=self.bwrap,
+                image=self.image,
+                runner=self.state_root / "runner" / "session_kernel.py",
+                kernel_dir=slot.kernel_dir,
+                data_dir=slot.data_dir,
+                etc_dir=self.state_root / "etc",
+                limits=self.limits,
+                seccomp_fd=seccomp_fd if seccomp_fd >= 0 else None,
+                status_fd=status_w,
+                extra_env=extra_env,
+            )
+            procs_files, rlimits, uid = cgroups.procs_files, self._rlimits(slot), slot.uid
+            process = subprocess.Popen(
+                build_bwrap_argv(spec),
+                env={},
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+                pass_fds=tuple(fd for fd in (seccomp_fd, status_w) if fd >= 0),
+                preexec_fn=lambda: _become_session_process(procs_files, rlimits, uid),
+            )
+        finally:
+            os.close(status_w)
+            if seccomp_fd >= 0:
+                os.close(seccomp_fd)
+        output = OutputTail(process.stdout)
+        try:
+            child_pid = self._read_child_pid(status_r)
+        except SandboxError as exc:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait()
+            raise SandboxError(f"{exc}: {output.text(wait=1.0).strip() or 'no output'}") from None
+        finally:
+            os.close(status_r)
+        return process, child_pid, output
+
+    @staticmethod
+    def _read_child_pid(status_fd: int, timeout: float = 15.0) -> int:
+        """bwrap writes ``{"child-pid": N}`` on its status fd once the namespaces exist."""
+        buffer = b""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([status_fd], [], [], remaining)[0]:
+                raise SandboxError("bubblewrap did not report its sandbox within 15 s")
+            chunk = os.read(status_fd, 4096)
+            if not chunk:
+                raise SandboxError("bubblewrap exited before the sandbox was up")
+            buffer += chunk
+        try:
+            return int(json.loads(buffer.split(b"\n", 1)[0])["child-pid"])
+        except (ValueError, KeyError) as exc:
+            raise SandboxError(f"unexpected bubblewrap status {buffer!r}") from exc
+
+    # ----------------------------------------------------------------- stop
+
+    def _release_slot(self, slot: _Slot, cgroups: _SessionCgroups) -> None:
+        """Undo :meth:`_prepare_slot` and the cgroups; called by :meth:`BwrapSandbox.kill_sync`."""
+        try:
+            if slot.uid is not None:
+                _kill_uid(slot.uid)  # nothing may outlive the session under its uid
+                _reap_zombie_children(slot.uid)
+            cgroups.remove()
+            _unmount(slot.data_dir)
+            shutil.rmtree(slot.state_dir, ignore_errors=True)
+        finally:
+            with self._lock:
+                self._slots_in_use.discard(slot.number)
+                self._sandboxes = {s for s in self._sandboxes if s.slot != slot.number}
+            os.close(slot.lock_fd)
+
+    async def close(self) -> None:
+        """Kill sandboxes still running and release the launcher's cgroup parents (pool shutdown)."""
+        with self._lock:
+            remaining = list(self._sandboxes)
+        await asyncio.gather(*(sandbox.kill() for sandbox in remaining))
+        for hierarchy in self._hierarchies:
+            with contextlib.suppress(OSError):
+                hierarchy.parent.rmdir()  # fails while another launcher shares it: fine
+        self._spawner.shutdown(wait=False)
