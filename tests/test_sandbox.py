@@ -407,7 +407,7 @@ class TestLifecycle:
 
     def test_memory_and_data_limits(self, image, loop):
         small = BwrapLauncher(
-            image, SandboxLimits(memory_bytes=128 * MiB, data_size=4 * MiB), state_root=STATE_ROOT, uid_base=UID_BASE
+            image, SandboxLimits(memory_bytes=128 * MiB, data_size=4 * MiB, pids=48), state_root=STATE_ROOT, uid_base=UID_BASE
         )
         try:
             kernel = run_async(loop, start_kernel(small))
@@ -419,6 +419,18 @@ class TestLifecycle:
                 "r"
             )
             assert run_async(loop, kernel.value(code)) == "No space left on device"
+            threads = (
+                "import threading\n"
+                "gate, started = threading.Event(), []\n"
+                "try:\n"
+                "    for _ in range(100):\n"
+                "        t = threading.Thread(target=gate.wait); t.start(); started.append(t)\n"
+                "except RuntimeError as e:\n"
+                "    error = str(e)\n"
+                "gate.set(); [t.join() for t in started]\n"
+                "error, len(started) < 48"
+            )
+            assert run_async(loop, kernel.value(threads)) == ("can't start new thread", True)
             kernel.client.execute("hog = b'x' * (512 << 20)")
             deadline = time.monotonic() + 30
             while kernel.sandbox.is_alive() and time.monotonic() < deadline:
@@ -454,6 +466,73 @@ class TestLifecycle:
         BwrapLauncher(image, state_root=STATE_ROOT, uid_base=UID_BASE)
         assert not Path(crashed["state"]).exists()
         assert not any(Path(leaf).exists() for leaf in crashed["leaves"])
+
+
+UNPRIVILEGED_SERVER = r"""
+import asyncio, json, os, sys
+from jupyter_client.asynchronous import AsyncKernelClient
+from azure_sessions_kernel.pool.bwrap import BwrapLauncher
+
+async def main():
+    launcher = BwrapLauncher()
+    sandbox = await launcher.start()
+    client = AsyncKernelClient()
+    client.load_connection_info(sandbox.connection_info)
+    client.start_channels()
+    await client.wait_for_ready(timeout=30)
+    msg_id = client.execute("import os, resource, socket\n"
+                            "try: socket.create_connection(('1.1.1.1', 53), timeout=2); net = 'reached'\n"
+                            "except OSError as e: net = type(e).__name__\n"
+                            "print(os.getcwd(), os.getuid(), resource.getrlimit(resource.RLIMIT_AS)[0] > 0, net)")
+    out = ""
+    while True:
+        msg = await client.get_iopub_msg(timeout=30)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            out += msg["content"]["text"]
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    host_uid = int(open(f"/proc/{sandbox.child_pid}/status").read().split("Uid:")[1].split()[0])
+    client.stop_channels()
+    await sandbox.kill()
+    print(json.dumps({"level": launcher.isolation["level"], "output": out, "host_uid": host_uid,
+                      "data_left": sandbox.data_dir.exists(), "alive": sandbox.is_alive()}))
+    await launcher.close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.sandbox
+@pytest.mark.skipif(not HAS_BWRAP, reason="bubblewrap (bwrap) is not installed")
+@needs_root
+def test_unprivileged_server_still_sandboxes(image):
+    """The pool run by an ordinary user (here: nobody) uses bwrap with its own uid and rlimits."""
+    import sysconfig
+
+    from azure_sessions_kernel.pool.image import _untraversable_ancestor
+
+    project = Path(bwrap_mod.__file__).parents[2]
+    site_packages = Path(sysconfig.get_paths()["purelib"])
+    system_python = "/usr/bin/python3"
+    probe = [system_python, "-c", "import sys; print(sys.version_info[:2])"]
+    if not os.path.exists(system_python) or subprocess.run(probe, capture_output=True, text=True).stdout.strip() != str(sys.version_info[:2]):
+        pytest.skip(f"needs {system_python} of the same version as the test interpreter to import this venv's packages")
+    for path in (project, site_packages):
+        if _untraversable_ancestor(path / "x") is not None:
+            pytest.skip(f"{path} is not readable by other users")
+    result = subprocess.run(
+        [system_python, "-c", UNPRIVILEGED_SERVER],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{project}:{site_packages}", "AZURE_SESSIONS_KERNEL_IMAGE": str(image.path)},
+        user=65534, group=65534, extra_groups=[], cwd="/", capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["level"] == "bwrap-user"
+    assert report["output"].split() == ["/mnt/data", "1000", "True", "OSError"]  # ENETUNREACH: only loopback
+    assert report["host_uid"] == 65534
+    assert report["data_left"] is False and report["alive"] is False
 
 
 # --------------------------------------------------------------------------

@@ -356,6 +356,12 @@ class _SessionCgroups:
         try:
             for hierarchy in hierarchies:
                 leaf = hierarchy.parent / name
+                if leaf.exists():
+                    # Our slot lock is held, so this is a crashed server's leaf
+                    # that its state record did not name: empty and reuse it.
+                    leftover = cls([(hierarchy, leaf)])
+                    leftover.kill()
+                    leftover.remove()
                 leaf.mkdir()
                 made.leaves.append((hierarchy, leaf))
                 made._apply_limits(hierarchy, leaf, limits)
@@ -384,7 +390,8 @@ class _SessionCgroups:
                 _write(leaf / "memory.max", str(limits.memory_bytes))
                 if (leaf / "memory.swap.max").exists():
                     _write(leaf / "memory.swap.max", "0")
-                _write(leaf / "memory.oom.group", "1")  # an OOM ends the whole session at once
+                with contextlib.suppress(OSError):  # Linux >= 4.19
+                    _write(leaf / "memory.oom.group", "1")  # an OOM ends the whole session at once
             if "pids" in controllers:
                 _write(leaf / "pids.max", str(limits.pids))
             if "cpu" in controllers:
@@ -751,8 +758,11 @@ class BwrapSandbox(Sandbox):
         self.pid = process.pid
         #: Host pid of the pid namespace's init (bwrap's inner process): the kill switch.
         self.child_pid = child_pid
-        #: Host uid the session runs as (the server's own uid when unprivileged).
+        #: Host uid and gid the session runs as (the server's own when unprivileged).
+        #: Files the pool creates under :attr:`data_dir` should be chowned to them,
+        #: or the session sees them as nobody's and cannot change them.
         self.uid = slot.uid if slot.uid is not None else os.getuid()
+        self.gid = slot.uid if slot.uid is not None else os.getgid()
         self.slot = slot.number
 
     def __repr__(self) -> str:
