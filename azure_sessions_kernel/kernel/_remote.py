@@ -1,0 +1,555 @@
+"""A notebook's remote session: the connection, the in-session helper, running cells.
+
+Protocol-free: this module knows the sessions client and the helper, not
+ZMQ. The kernel hands it an ``emit(msg_type, content)`` callback and maps
+what it returns and raises onto ``execute_reply`` fields.
+
+Two ways to run a cell, chosen per pool:
+
+* **Azure contract** (Azure, and local pools in Azure-strict mode): one
+  execute call through the helper, whose JSON result value carries every
+  output; outputs appear when the cell ends.
+* **Live** (the local pool's stream extension): the same helper call with
+  ``live=True``; the session kernel's real iopub messages are relayed as
+  they happen, and interrupt stops the remote run.
+
+A session that no longer has the helper was replaced behind our back (idle
+expiry, deletion, crash): the cell is *not* run, the user is told in one
+line, and a fresh session with the helper is made ready. Re-running the cell
+silently would run it without the state it was written against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..client import (
+    AsyncSessionsClient,
+    Execution,
+    ExecutionTimeoutError,
+    ExtensionUnavailableError,
+    SessionNotFoundError,
+    SessionsClient,
+    SessionsError,
+)
+from . import _calls
+from ._session_helper import REPLY_MIME
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+#: Past a cell's timeout, how long we wait for the pool's own timeout answer.
+TIMEOUT_GRACE = 0.6
+#: After asking the local pool to interrupt, how long the run may take to stop.
+INTERRUPT_GRACE = 3.0
+#: Completion and inspection must not keep an editor waiting.
+INTROSPECTION_TIMEOUT = 5.0
+#: Error codes with which a pool reports that the session is gone.
+_LOST_CODES = {"sessioncrashed", "sessionnotfound", "sessionwithidentifiernotfound"}
+
+
+class KernelSessionError(Exception):
+    """A cell could not run (or finish) as asked; shown as one ``error`` output.
+
+    ``ename`` is what the notebook shows; the message is one plain sentence.
+    """
+
+    ename = "SessionError"
+
+    def __init__(self, message: str, traceback: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.traceback = list(traceback)
+
+
+class SessionLostError(KernelSessionError):
+    ename = "SessionLostError"
+
+
+class CellTimeoutError(KernelSessionError):
+    ename = "TimeoutError"
+
+
+class CellInterrupted(KernelSessionError):
+    ename = "KeyboardInterrupt"
+
+
+class BackendError(KernelSessionError):
+    """The pool could not be reached, refused us, or answered something unusable."""
+
+    ename = "SessionBackendError"
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """What the kernel is connected to, for ``%session`` and for choosing how to run cells."""
+
+    endpoint: str
+    local: bool
+    isolation: Mapping[str, Any] | None
+    extensions: frozenset[str]
+
+    @property
+    def description(self) -> str:
+        if not self.local:
+            return "Azure Container Apps session pool"
+        strict = "" if self.extensions else ", Azure-strict (no extensions)"
+        return f"local session pool{strict}"
+
+
+@dataclasses.dataclass
+class CellReply:
+    """The ``execute_reply`` fields of a finished remote cell."""
+
+    status: str = "ok"
+    ename: str = ""
+    evalue: str = ""
+    traceback: list[str] = dataclasses.field(default_factory=list)
+    payload: list[Any] = dataclasses.field(default_factory=list)
+    user_expressions: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_helper(cls, reply: Mapping[str, Any]) -> CellReply:
+        return cls(
+            status=str(reply.get("status") or "error"),
+            ename=str(reply.get("ename") or ""),
+            evalue=str(reply.get("evalue") or ""),
+            traceback=list(reply.get("traceback") or []),
+            payload=list(reply.get("payload") or []),
+            user_expressions=dict(reply.get("user_expressions") or {}),
+        )
+
+
+def _is_loopback(endpoint: str) -> bool:
+    host = urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _error_code(execution: Execution | None) -> str:
+    return (execution.error.code if execution is not None and execution.error is not None else "").lower()
+
+
+class _ErrorHold:
+    """Relays outputs in order, but keeps the latest ``error`` until the next output.
+
+    A cell stopped by its timeout ends with a ``KeyboardInterrupt`` error; held
+    back, it can be folded into the single ``TimeoutError`` the user sees.
+    """
+
+    def __init__(self, emit: Emit) -> None:
+        self._emit = emit
+        self.held: dict[str, Any] | None = None
+
+    def __call__(self, msg_type: str, content: dict[str, Any]) -> None:
+        self.flush()
+        if msg_type == "error":
+            self.held = content
+        else:
+            self._emit(msg_type, content)
+
+    def flush(self) -> None:
+        if self.held is not None:
+            held, self.held = self.held, None
+            self._emit("error", held)
+
+    def take(self) -> dict[str, Any] | None:
+        held, self.held = self.held, None
+        return held
+
+
+class RemoteSession:
+    """The session a kernel's cells run in, and the pool it lives in."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str | None,
+        token: str | None,
+        api_version: str,
+        identifier: str,
+        use_extensions: bool = True,
+        local_pool_args: Sequence[str] = (),
+        log: logging.Logger | None = None,
+    ) -> None:
+        self._endpoint = endpoint or None
+        self._token = token or None
+        self.api_version = api_version
+        self.identifier = identifier
+        self._use_extensions = use_extensions
+        self._local_pool_args = tuple(local_pool_args)
+        self.log = log or logging.getLogger(__name__)
+        self.backend: Backend | None = None
+        self._lease: Any = None
+        self._client: AsyncSessionsClient | None = None
+        self._sync_client: SessionsClient | None = None
+        self._connecting: asyncio.Future[Backend] | None = None
+        self._helper_session: str | None = None  # identifier the helper was installed in
+        self._raw = False  # the session has no IPython: run code as plain Azure executions
+        self._installing = asyncio.Lock()  # the warm-up and the first cell may both get here
+
+    # -- connection ---------------------------------------------------------------
+
+    async def connect(self) -> Backend:
+        """Connect once (starting or reusing the local pool when no endpoint is set)."""
+        if self._connecting is None or (self._connecting.done() and self._connecting.exception()):
+            self._connecting = asyncio.ensure_future(self._connect())
+        return await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> Backend:
+        endpoint, token, isolation = self._endpoint, self._token, None
+        try:
+            if endpoint is None:
+                from ..client import acquire_local_pool  # only needed without an endpoint
+
+                self._lease = await acquire_local_pool(self._local_pool_args)
+                endpoint, token, isolation = self._lease.endpoint, self._lease.token, self._lease.isolation
+            self._client = AsyncSessionsClient(endpoint, token=token, api_version=self.api_version)
+        except SessionsError as exc:
+            raise BackendError(f"Could not set up the session pool connection: {exc}") from exc
+        extensions: frozenset[str] = frozenset()
+        try:
+            metadata = await self._client.metadata()
+        except SessionsError as exc:
+            # Older api-versions and some Azure pools have no metadata route;
+            # that only means: no extensions.
+            self.log.info("No pool metadata (%s); using the Azure contract only.", exc)
+        else:
+            block = metadata.extensions or {}
+            if self._use_extensions:
+                extensions = frozenset(str(e) for e in block.get("extensions") or ())
+            isolation = isolation or block.get("isolation")
+        local = self._lease is not None or _is_loopback(endpoint)
+        self.backend = Backend(endpoint=endpoint, local=local, isolation=isolation, extensions=extensions)
+        return self.backend
+
+    def sync_client(self) -> SessionsClient:
+        """A blocking client to the same pool, for magics (they run inside a sync ``run_cell``)."""
+        if self.backend is None:
+            raise RuntimeError("connect() first")
+        if self._sync_client is None:
+            token = self._lease.token if self._lease is not None else self._token
+            self._sync_client = SessionsClient(self.backend.endpoint, token=token, api_version=self.api_version)
+        return self._sync_client
+
+    @property
+    def client(self) -> AsyncSessionsClient:
+        if self._client is None:
+            raise RuntimeError("connect() first")
+        return self._client
+
+    def has(self, extension: str) -> bool:
+        return self.backend is not None and extension in self.backend.extensions
+
+    @property
+    def can_interrupt(self) -> bool:
+        return self.has("interrupt")
+
+    # -- the helper ---------------------------------------------------------------
+
+    async def ensure_ready(self) -> None:
+        """Connect and install the helper in the current session if it is not there yet."""
+        await self.connect()
+        async with self._installing:
+            if self._helper_session == self.identifier:
+                return
+            identifier = self.identifier
+            execution = await self._execute(_calls.install_code(), timeout=60)
+            try:
+                status = _calls.decode_install(execution.result)
+            except ValueError:
+                detail = (execution.error.message if execution.error else "") or execution.stderr.strip()[-400:]
+                raise BackendError(f"The session did not accept the kernel's helper: {detail or execution.result!r}") from None
+            self._raw = status == _calls.NO_IPYTHON
+            self._helper_session = identifier
+
+    def forget_helper(self) -> None:
+        self._helper_session = None
+
+    @contextlib.contextmanager
+    def _client_errors(self, *passed_on: type[Exception]) -> Iterator[None]:
+        """Client errors as the kernel reports them; ``passed_on`` ones are for the caller."""
+        try:
+            yield
+        except SessionNotFoundError:
+            raise self._lost() from None
+        except passed_on:
+            raise
+        except SessionsError as exc:
+            raise BackendError(str(exc)) from exc
+
+    async def _execute(self, code: str, *, timeout: float) -> Execution:
+        with self._client_errors(ExecutionTimeoutError):
+            return await self.client.execute(self.identifier, code, timeout=timeout)
+
+    def _lost(self, reason: str = "") -> SessionLostError:
+        self.forget_helper()
+        reason = reason.rstrip(".") or "The remote session ended (idle expiry, deletion, or its Python process died)"
+        return SessionLostError(
+            f"{reason}. This cell did not run; the next cell starts a fresh session without the variables "
+            "and files of earlier cells, so re-run the cells it needs."
+        )
+
+    # -- cells ----------------------------------------------------------------------
+
+    async def run_cell(
+        self,
+        code: str,
+        *,
+        execution_count: int | None,
+        timeout: float,
+        emit: Emit,
+        interrupted: asyncio.Event,
+        silent: bool = False,
+        user_expressions: Mapping[str, str] | None = None,
+        top_level_await: bool = False,
+    ) -> CellReply:
+        """Run one cell, emitting its outputs; returns the reply fields.
+
+        Raises a :class:`KernelSessionError` subclass when the cell could not
+        finish normally (lost session, timeout, interrupt on Azure, backend
+        failure). ``interrupted`` is set by the kernel on SIGINT.
+        """
+        hold = _ErrorHold(emit)
+        run = asyncio.ensure_future(
+            self._run(code, execution_count, timeout, hold, silent, dict(user_expressions or {}), top_level_await)
+        )
+        stop = asyncio.ensure_future(interrupted.wait())
+        try:
+            done, _ = await asyncio.wait({run, stop}, timeout=timeout + TIMEOUT_GRACE, return_when=asyncio.FIRST_COMPLETED)
+            if run in done:
+                return run.result()
+            if stop in done and self.can_interrupt:
+                await self._interrupt_remote()
+                done, _ = await asyncio.wait({run}, timeout=INTERRUPT_GRACE)
+                if run in done:
+                    return run.result()
+                raise CellInterrupted(
+                    f"The session did not stop within {INTERRUPT_GRACE:g} s of the interrupt; "
+                    "its code keeps running until it ends or reaches its timeout."
+                )
+            if stop in done:
+                raise CellInterrupted(
+                    "Stopped waiting for the session. Azure sessions cannot interrupt running code, so it "
+                    "keeps running there until it ends or reaches its timeout, and the next cell waits for it."
+                )
+            if self.can_interrupt:
+                await self._interrupt_remote()
+            raise self._timeout(timeout, hold.take())
+        finally:
+            stop.cancel()
+            if not run.done():
+                run.cancel()
+            with contextlib.suppress(BaseException):
+                await run
+            hold.flush()
+
+    def _timeout(self, timeout: float, interrupted_error: dict[str, Any] | None) -> CellTimeoutError:
+        if self.can_interrupt:
+            what = "it was interrupted in the session, whose variables are kept"
+        else:
+            what = "the session keeps running it until it ends or reaches its limit, and the next cell waits for it"
+        # The traceback of the interrupt shows where the code was stopped.
+        lines = list(interrupted_error["traceback"][:-1]) if interrupted_error and interrupted_error.get("traceback") else []
+        message = f"The cell did not finish within its {timeout:g} s timeout (change it with %timeout); {what}."
+        return CellTimeoutError(message, [*lines, f"{CellTimeoutError.ename}: {message}"])
+
+    async def _interrupt_remote(self) -> None:
+        try:
+            await asyncio.wait_for(self.client.interrupt(self.identifier), 2.0)
+        except (SessionsError, asyncio.TimeoutError) as exc:
+            self.log.warning("Interrupting the session failed: %s", exc)
+
+    async def _run(
+        self,
+        code: str,
+        execution_count: int | None,
+        timeout: float,
+        hold: _ErrorHold,
+        silent: bool,
+        user_expressions: dict[str, str],
+        top_level_await: bool,
+    ) -> CellReply:
+        await self.ensure_ready()
+        if self._raw:
+            return await self._run_raw(code, execution_count, timeout, hold)
+        live = self.has("stream")
+        call = _calls.run_code(
+            code,
+            execution_count,
+            silent=silent,
+            user_expressions=user_expressions,
+            live=live,
+            top_level_await=top_level_await,
+        )
+        if live:
+            try:
+                return await self._run_live(call, execution_count, timeout, hold)
+            except ExtensionUnavailableError:
+                self.log.warning("The pool no longer offers streaming; using the Azure contract.")
+                self.backend = dataclasses.replace(self.backend, extensions=frozenset())  # type: ignore[arg-type]
+                call = _calls.run_code(code, execution_count, silent=silent, user_expressions=user_expressions, top_level_await=top_level_await)
+        return await self._run_contract(call, execution_count, timeout, hold)
+
+    async def _run_contract(self, call: str, execution_count: int | None, timeout: float, hold: _ErrorHold) -> CellReply:
+        try:
+            execution = await self._execute(call, timeout=timeout)
+        except ExecutionTimeoutError:
+            raise self._timeout(timeout, None) from None
+        if _error_code(execution) in _LOST_CODES:
+            raise self._lost(execution.error.message if execution.error else "")
+        try:
+            reply = _calls.decode_cell_reply(execution.result)
+        except _calls.HelperMissing:
+            raise self._lost() from None
+        except ValueError:
+            self._emit_streams(execution, hold)
+            detail = (execution.error.message if execution.error else "") or execution.stderr.strip().splitlines()[-1:] or ""
+            raise BackendError(f"The session returned no result for this cell: {detail or 'no details'}.") from None
+        for output in reply.get("outputs") or ():
+            hold(output["msg_type"], self._with_count(output["msg_type"], dict(output["content"]), execution_count))
+        # Output written to the session's file descriptors (subprocesses, C
+        # libraries) bypasses the helper and comes back as plain stdout/stderr.
+        self._emit_streams(execution, hold)
+        if _error_code(execution) == "timeout":
+            raise self._timeout(timeout, hold.take())
+        return CellReply.from_helper(reply)
+
+    async def _run_live(self, call: str, execution_count: int | None, timeout: float, hold: _ErrorHold) -> CellReply:
+        reply: dict[str, Any] | None = None
+        missing = False
+        done = None
+        with self._client_errors(ExtensionUnavailableError):
+            async for event in self.client.execute_stream(self.identifier, call, timeout=timeout):
+                if event.done:  # the last event; reading on lets the stream close itself
+                    done = event
+                    continue
+                if event.type != "iopub" or not event.msg_type:
+                    continue
+                content = dict(event.content or {})
+                data = content.get("data") or {}
+                if event.msg_type == "display_data" and REPLY_MIME in data:
+                    reply = data[REPLY_MIME]
+                elif event.msg_type == "execute_result" and _calls.HELPER_MISSING in str(data.get("text/plain", "")):
+                    missing = True
+                else:
+                    hold(event.msg_type, self._with_count(event.msg_type, content, execution_count))
+        execution = done.execution if done is not None else None
+        if missing or (execution is not None and _calls.HELPER_MISSING in str(execution.result)):
+            raise self._lost()
+        if _error_code(execution) in _LOST_CODES:
+            raise self._lost(execution.error.message if execution and execution.error else "")
+        if done is not None and done.status == "timeout":
+            raise self._timeout(timeout, hold.take())
+        if reply is None:
+            message = execution.error.message if execution is not None and execution.error else "the stream ended early"
+            raise BackendError(f"The session ended the cell without a reply: {message}.")
+        return CellReply.from_helper(reply)
+
+    async def _run_raw(self, code: str, execution_count: int | None, timeout: float, hold: _ErrorHold) -> CellReply:
+        """Best effort for a session without IPython: stdout, stderr and the one result value."""
+        try:
+            execution = await self._execute(code, timeout=timeout)
+        except ExecutionTimeoutError:
+            raise self._timeout(timeout, None) from None
+        if execution.stdout:
+            hold("stream", {"name": "stdout", "text": execution.stdout})
+        if not execution.succeeded:
+            message = (execution.error.message if execution.error else "") or "the execution failed"
+            name = (execution.error.code if execution.error else "") or "ExecutionFailed"
+            trace = execution.stderr.rstrip().splitlines() or [f"{name}: {message}"]
+            hold("error", {"ename": name, "evalue": message, "traceback": trace})
+            return CellReply("error", name, message, trace)
+        if execution.stderr:
+            hold("stream", {"name": "stderr", "text": execution.stderr})
+        image = execution.image
+        if image is not None:
+            hold("display_data", {"data": {f"image/{image.format}": image.base64_data, "text/plain": "<image>"}, "metadata": {}, "transient": {}})
+        elif execution.result not in (None, ""):
+            text = execution.result if isinstance(execution.result, str) else repr(execution.result)
+            hold("execute_result", {"data": {"text/plain": text}, "metadata": {}, "execution_count": execution_count})
+        return CellReply()
+
+    @staticmethod
+    def _with_count(msg_type: str, content: dict[str, Any], execution_count: int | None) -> dict[str, Any]:
+        if msg_type == "execute_result":
+            content["execution_count"] = execution_count
+        return content
+
+    @staticmethod
+    def _emit_streams(execution: Execution, emit: Emit) -> None:
+        for name, text in (("stdout", execution.stdout), ("stderr", execution.stderr)):
+            if text:
+                emit("stream", {"name": name, "text": text})
+
+    # -- introspection --------------------------------------------------------------
+
+    async def complete(self, code: str, cursor_pos: int) -> dict[str, Any] | None:
+        """A ``complete_reply`` content from the session's namespace, or ``None``."""
+        return await self._introspect("complete", _calls.complete_code(code, cursor_pos), code, cursor_pos)
+
+    async def inspect(self, code: str, cursor_pos: int, detail_level: int = 0, omit_sections: Sequence[str] = ()) -> dict[str, Any] | None:
+        """An ``inspect_reply`` content from the session's namespace, or ``None``."""
+        snippet = _calls.inspect_code(code, cursor_pos, detail_level, tuple(omit_sections))
+        return await self._introspect("inspect", snippet, code, cursor_pos, detail_level)
+
+    async def _introspect(self, kind: str, snippet: str, code: str, cursor_pos: int, *extra: int) -> dict[str, Any] | None:
+        async def ask() -> dict[str, Any]:
+            await self.ensure_ready()
+            if self.has(kind):
+                method = self.client.complete if kind == "complete" else self.client.inspect
+                return await method(self.identifier, code, cursor_pos, *extra)
+            if self._raw:
+                raise BackendError("no IPython in the session")
+            execution = await self.client.execute(self.identifier, snippet, timeout=INTROSPECTION_TIMEOUT)
+            return _calls.decode(execution.result)
+
+        try:
+            return await asyncio.wait_for(ask(), INTROSPECTION_TIMEOUT)
+        except _calls.HelperMissing:
+            self.forget_helper()
+        except (SessionsError, KernelSessionError, ValueError, asyncio.TimeoutError) as exc:
+            self.log.info("Remote %s failed: %s", kind, exc)
+        return None
+
+    # -- session lifetime ----------------------------------------------------------------
+
+    def switch_to(self, identifier: str) -> None:
+        """Run the next cells in session ``identifier`` (created by the pool on first use)."""
+        self.identifier = identifier
+        self.forget_helper()
+
+    async def delete(self) -> None:
+        """End the current session (its state and files); the identifier may be reused afterwards."""
+        await self.connect()
+        self.forget_helper()
+        try:
+            await self.client.delete_session(self.identifier)
+        except SessionNotFoundError:
+            pass
+
+    async def close(self, *, delete: bool) -> None:
+        """Release everything; delete the session first when asked (best effort)."""
+        if self._client is not None:
+            if delete:
+                try:
+                    await asyncio.wait_for(self._client.delete_session(self.identifier), 10)
+                except (SessionsError, asyncio.TimeoutError) as exc:
+                    self.log.info("Could not delete the session at shutdown: %s", exc)
+            await self._client.close()
+            self._client = None
+        if self._sync_client is not None:
+            self._sync_client.close()
+            self._sync_client = None
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None

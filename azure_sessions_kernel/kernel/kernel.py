@@ -1,0 +1,385 @@
+"""``AzureSessionsKernel``: an IPython kernel whose cells run in a remote session.
+
+ipykernel keeps the protocol (sockets, message parsing, ``execute_input``,
+busy/idle, history, ``is_complete`` by IPython's rules, comm plumbing); this
+class overrides only the ``do_*`` hooks whose meaning changes when code runs
+elsewhere. Its own IPython shell runs nothing but the magics of
+:mod:`._magics`; everything else goes to the session through
+:class:`._remote.RemoteSession`.
+
+Interrupts: ``interrupt_mode`` is ``message`` (see ``kernelspec/kernel.json``).
+ipykernel answers an ``interrupt_request`` by sending SIGINT to its own
+process; while a cell waits for the session, :meth:`_sigint_sets` turns that
+SIGINT into an :class:`asyncio.Event` instead of a ``KeyboardInterrupt``
+thrown into the event loop, and the remote session decides what an interrupt
+can do there (stop the run on the local pool, stop waiting on Azure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from textwrap import dedent
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.utils.tokenutil import line_at_cursor
+from ipykernel.ipkernel import IPythonKernel
+from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
+
+from .. import __version__
+from ..client import DEFAULT_API_VERSION, MAX_EXECUTION_TIMEOUT, SessionsError
+from ._identifiers import named_identifier, random_identifier
+from ._magics import MAGIC_ERRORS, MAGIC_NAMES, SessionMagicError, SessionMagics, needs_connection, plan_cell, show_magic_error
+from ._remote import BackendError, KernelSessionError, RemoteSession
+
+#: Setting this environment variable selects an Azure session pool (the name Azure's samples use).
+ENDPOINT_ENV = "AZURE_CONTAINER_APP_SESSION_POOL_MANAGEMENT_ENDPOINT"
+_MAGIC_AT_START = re.compile(r"\s*%(\w+)")
+
+
+class AzureSessionsKernel(IPythonKernel):
+    """Python 3 (Azure Sessions): every cell runs in an Azure Container Apps dynamic session or the local pool."""
+
+    implementation = "azure_sessions_kernel"
+    implementation_version = __version__
+
+    endpoint = Unicode(
+        help=dedent(
+            f"""
+            Pool management endpoint of the Azure Container Apps session pool to run cells in,
+            e.g. https://<region>.dynamicsessions.io/subscriptions/.../sessionPools/<pool>.
+            Defaults to the environment variable {ENDPOINT_ENV}. When empty, cells run in the
+            local session pool, which is started on demand (or reused when one is already
+            running for this user) and stops when its last kernel ends.
+            """
+        ),
+    ).tag(config=True)
+
+    @default("endpoint")
+    def _default_endpoint(self) -> str:
+        return os.environ.get(ENDPOINT_ENV, "").strip()
+
+    api_version = Unicode(
+        DEFAULT_API_VERSION,
+        help=dedent(
+            """
+            Data-plane api-version sent to the pool. The newest documented version is the
+            default; older ones (down to 2024-02-02-preview) work with fewer features
+            (no %session age, no recursive listings).
+            """
+        ),
+    ).tag(config=True)
+
+    token = Unicode(
+        help=dedent(
+            """
+            A static bearer token for pools that use one. Empty means: the local pool's own
+            token, or for Azure a Microsoft Entra token from azure-identity's
+            DefaultAzureCredential (az login, managed identity, environment variables), which
+            needs the "Azure ContainerApps Session Executor" role on the pool.
+            """
+        ),
+    ).tag(config=True)
+
+    session_id = Unicode(
+        help=dedent(
+            """
+            The session identifier to use. Empty (the default) gives each kernel a random,
+            unguessable identifier of its own. A session chosen here is never deleted at
+            shutdown. Identifiers are secrets: whoever knows one can run code in the session.
+            """
+        ),
+    ).tag(config=True)
+
+    session_name = Unicode(
+        help=dedent(
+            """
+            Use the named session NAME, as `%session use NAME` does: the identifier is derived
+            from the name with a key private to this user, so the same name finds the same
+            session again after a kernel restart. Named sessions are never deleted at shutdown.
+            Takes precedence over session_id.
+            """
+        ),
+    ).tag(config=True)
+
+    execution_timeout = Float(
+        float(MAX_EXECUTION_TIMEOUT),
+        help=dedent(
+            f"""
+            Seconds one cell may run in the session before it is stopped and reported as a
+            TimeoutError; at most {MAX_EXECUTION_TIMEOUT}, Azure's limit for one execution. On the
+            local pool the cell is interrupted and the session's variables are kept; on Azure the
+            kernel stops waiting. `%timeout SECONDS` changes it from the notebook.
+            """
+        ),
+    ).tag(config=True)
+
+    @validate("execution_timeout")
+    def _check_timeout(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 0 < value <= MAX_EXECUTION_TIMEOUT:
+            raise TraitError(f"execution_timeout must be more than 0 and at most {MAX_EXECUTION_TIMEOUT} seconds, got {value:g}.")
+        return value
+
+    delete_session_on_shutdown = Bool(
+        True,
+        help=dedent(
+            """
+            Delete the kernel's own session when the kernel shuts down or restarts, so that it
+            stops holding a slot (and, on Azure, billing) until its idle cooldown ends. Sessions
+            chosen with session_id, session_name or `%session use` are always kept.
+            """
+        ),
+    ).tag(config=True)
+
+    use_extensions = Bool(
+        True,
+        help=dedent(
+            """
+            Use the local pool's extensions beyond the Azure contract when it offers them: live
+            output while a cell runs, interrupting a running cell, completion and inspection
+            through the session kernel. Turn off to see exactly what a notebook gets on Azure.
+            """
+        ),
+    ).tag(config=True)
+
+    local_pool_args = List(
+        Unicode(),
+        help=dedent(
+            """
+            Extra `azure-sessions-kernel serve` options used when this kernel has to start the
+            local pool, e.g. ["--azure-strict"] or ["--cooldown", "600"]. A pool that is already
+            running is reused as it is.
+            """
+        ),
+    ).tag(config=True)
+
+    @property
+    def banner(self) -> str:  # type: ignore[override]
+        return (
+            f"Python 3 (Azure Sessions) {__version__}: cells run in a remote session "
+            f"({'Azure session pool' if self.endpoint else 'local session pool'}). "
+            "%session shows where; %upload, %download and %files move files.\n"
+        )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        assert self.shell is not None
+        self.shell.register_magics(SessionMagics(self.shell, self))
+        self.shell.set_custom_exc((*MAGIC_ERRORS, UsageError), show_magic_error)
+        self.remote = RemoteSession(
+            endpoint=self.endpoint,
+            token=self.token,
+            api_version=self.api_version,
+            identifier=self._initial_identifier(),
+            use_extensions=self.use_extensions,
+            local_pool_args=self.local_pool_args,
+            log=self.log,
+        )
+
+    def _initial_identifier(self) -> str:
+        if self.session_name:
+            return named_identifier(self.session_name)
+        return self.session_id or random_identifier()
+
+    @property
+    def _owns_session(self) -> bool:
+        """The session is this kernel's alone, so ending it with the kernel loses nothing."""
+        return not (self.session_name or self.session_id)
+
+    def start(self) -> None:
+        super().start()
+        # Connect and install the helper while the user is still typing.
+        self.io_loop.add_callback(self._warm_up)
+
+    async def _warm_up(self) -> None:
+        try:
+            await self.remote.ensure_ready()
+        except (KernelSessionError, SessionsError) as exc:
+            self.log.warning("Could not prepare the session yet (the first cell will retry): %s", exc)
+        except Exception:
+            self.log.exception("Unexpected error while preparing the session")
+
+    # -- execute ----------------------------------------------------------------------
+
+    async def do_execute(  # type: ignore[override]
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool = True,
+        user_expressions: dict[str, str] | None = None,
+        allow_stdin: bool = False,
+        *,
+        cell_meta: Any = None,
+        cell_id: Any = None,
+    ) -> dict[str, Any]:
+        count = self.shell.execution_count
+        try:
+            plan = plan_cell(code)
+        except SessionMagicError as exc:
+            return self._finish(code, store_history, silent, self._fail(BackendError(str(exc)), count, ename="UsageError"), count)
+        if needs_connection(plan.before + "\n" + plan.after):
+            try:
+                await self.remote.connect()
+            except KernelSessionError as exc:
+                return self._finish(code, store_history, silent, self._fail(exc, count), count)
+        if not plan.remote:  # nothing for the session: ipykernel runs it as usual
+            return await self._run_local(code, silent, store_history, user_expressions, allow_stdin, cell_meta, cell_id)
+        if plan.before:
+            reply = await self._run_local(plan.before, silent, False, {}, allow_stdin, cell_meta, cell_id)
+            if reply["status"] != "ok":
+                return self._finish(code, store_history, silent, reply, count)
+        reply = await self._run_remote(plan.remote, count, silent, user_expressions)
+        if plan.after and reply["status"] == "ok":
+            after = await self._run_local(plan.after, silent, False, {}, allow_stdin, cell_meta, cell_id)
+            if after["status"] != "ok":
+                reply = after
+        return self._finish(code, store_history, silent, reply, count)
+
+    async def _run_local(
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool,
+        user_expressions: dict[str, str] | None,
+        allow_stdin: bool,
+        cell_meta: Any,
+        cell_id: Any,
+    ) -> dict[str, Any]:
+        reply = await super().do_execute(
+            code, silent, store_history, user_expressions, allow_stdin, cell_meta=cell_meta, cell_id=cell_id
+        )
+        # Local prints are buffered by ipykernel; flush them before any remote output follows.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return reply
+
+    async def _run_remote(self, code: str, count: int, silent: bool, user_expressions: dict[str, str] | None) -> dict[str, Any]:
+        interrupted = asyncio.Event()
+        try:
+            with self._sigint_sets(interrupted):
+                cell = await self.remote.run_cell(
+                    code,
+                    execution_count=count,
+                    timeout=self.execution_timeout,
+                    emit=self._publish,
+                    interrupted=interrupted,
+                    silent=silent,
+                    user_expressions=user_expressions,
+                    top_level_await=self._needs_await(code),
+                )
+        except KernelSessionError as exc:
+            return self._fail(exc, count)
+        except Exception as exc:  # a reply must always go out, or the notebook hangs
+            self.log.exception("Running a cell in the session failed")
+            return self._fail(BackendError(f"The kernel failed while running the cell: {exc!r}"), count)
+        reply: dict[str, Any] = {"status": cell.status, "execution_count": count}
+        if cell.status != "ok":
+            reply.update(ename=cell.ename, evalue=cell.evalue, traceback=cell.traceback)
+        reply.update(payload=cell.payload, user_expressions=cell.user_expressions)
+        return reply
+
+    def _finish(self, code: str, store_history: bool, silent: bool, reply: dict[str, Any], count: int) -> dict[str, Any]:
+        """Record the cell as IPython would: history and the next execution count."""
+        if store_history and not silent:
+            self.shell.history_manager.store_inputs(count, code, code)
+            self.shell.execution_count = count + 1
+        reply["execution_count"] = count
+        reply.setdefault("payload", [])
+        reply.setdefault("user_expressions", {})
+        return reply
+
+    def _publish(self, msg_type: str, content: dict[str, Any]) -> None:
+        self.send_response(self.iopub_socket, msg_type, content)
+
+    def _fail(self, exc: KernelSessionError, count: int, *, ename: str | None = None) -> dict[str, Any]:
+        """Report a failure as IPython reports an exception: an ``error`` output and an error reply."""
+        name = ename or exc.ename
+        error = {"ename": name, "evalue": str(exc), "traceback": exc.traceback or [f"{name}: {exc}"]}
+        self._publish("error", error)
+        return {"status": "error", "execution_count": count, **error, "payload": [], "user_expressions": {}}
+
+    def _needs_await(self, code: str) -> bool:
+        try:
+            return bool(self.shell.should_run_async(code, transformed_cell=self.shell.transform_cell(code), preprocessing_exc_tuple=None))
+        except Exception:  # a cell IPython cannot transform shows its error in the session
+            return False
+
+    @contextlib.contextmanager
+    def _sigint_sets(self, event: asyncio.Event) -> Iterator[None]:
+        """While a cell waits for the session, SIGINT sets ``event`` instead of raising.
+
+        A KeyboardInterrupt raised inside the event loop would unwind the
+        loop itself, not the awaiting cell.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield  # subshells cannot receive signals
+            return
+        loop = asyncio.get_running_loop()
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            loop.call_soon_threadsafe(event.set)
+
+        saved = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, saved)
+
+    # -- sessions (used by %session) --------------------------------------------------------
+
+    def switch_session(self, name: str | None) -> None:
+        """Use the named session ``name``, or a fresh one of the kernel's own for ``None``."""
+        if self._owns_session:
+            self._delete_session_quietly()
+        self.session_name, self.session_id = name or "", ""
+        self.remote.switch_to(named_identifier(name) if name else random_identifier())
+
+    def delete_current_session(self) -> None:
+        self.remote.sync_client().delete_session(self.remote.identifier)
+        self.remote.forget_helper()
+
+    def _delete_session_quietly(self) -> None:
+        try:
+            self.delete_current_session()
+        except SessionsError as exc:
+            self.log.info("Could not delete the previous session: %s", exc)
+
+    # -- completion and inspection -----------------------------------------------------------
+
+    async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:  # type: ignore[override]
+        cursor_pos = len(code) if cursor_pos is None else cursor_pos
+        line, _ = line_at_cursor(code, cursor_pos)
+        word = line.lstrip().split(" ", 1)
+        if word[0].startswith("%") and word[0][1:] in MAGIC_NAMES and len(word) > 1:
+            return super().do_complete(code, cursor_pos)  # arguments of our magics: local paths
+        reply = await self.remote.complete(code, cursor_pos)
+        if reply is None:
+            reply = {"status": "ok", "matches": [], "cursor_start": cursor_pos, "cursor_end": cursor_pos, "metadata": {}}
+        if line.lstrip().startswith("%") and len(word) == 1:
+            ours = [f"%{name}" for name in MAGIC_NAMES if f"%{name}".startswith(word[0])]
+            reply["matches"] = ours + [m for m in reply["matches"] if m not in ours]
+            if ours:
+                reply["cursor_start"] = cursor_pos - len(word[0])
+        return reply
+
+    async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0, omit_sections: Any = ()) -> dict[str, Any]:  # type: ignore[override]
+        line, offset = line_at_cursor(code, cursor_pos)
+        magic = _MAGIC_AT_START.match(line)
+        if magic and magic.group(1) in MAGIC_NAMES and cursor_pos - offset <= magic.end():
+            return super().do_inspect(code, cursor_pos, detail_level, omit_sections)
+        reply = await self.remote.inspect(code, cursor_pos, detail_level, tuple(omit_sections or ()))
+        return reply or {"status": "ok", "data": {}, "metadata": {}, "found": False}
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
+        await self.remote.close(delete=self.delete_session_on_shutdown and self._owns_session)
+        return super().do_shutdown(restart)
