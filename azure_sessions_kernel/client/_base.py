@@ -465,9 +465,11 @@ class ClientBase(abc.ABC):
 
     def _op_get_execution(self, identifier: str, execution_id: str) -> Operation[wire.Execution]:
         self._require(self._version.executions_api, "get_execution", "2024-10-02-preview")
-        if not isinstance(execution_id, str) or not execution_id:
-            raise ConfigurationError("execution_id must be a non-empty str.")
-        call = Call("GET", self._routes.execution(execution_id), self._identifier(identifier))
+        try:
+            route = self._routes.execution(execution_id)
+        except (wire.ContractError, TypeError):
+            raise ConfigurationError(f"Invalid execution id {execution_id!r}.") from None
+        call = Call("GET", route, self._identifier(identifier))
         return self._parse_execution((yield from self._exchange(call)), call)
 
     def _op_wait_execution(self, identifier: str, execution_id: str, poll_interval: float, deadline: float | None) -> Operation[wire.Execution]:

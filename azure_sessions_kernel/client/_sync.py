@@ -77,10 +77,12 @@ class SessionsClient(ClientBase):
         """Run ``code`` in session ``identifier`` and wait for the outcome.
 
         ``timeout`` is the execution deadline in seconds (default
-        ``Timeouts.execution``, at most 220). Raises
-        :class:`ExecutionTimeoutError` when no answer comes within it plus
-        ``Timeouts.margin``. A failing cell is not an exception: check
-        :attr:`Execution.status` and ``stderr``.
+        ``Timeouts.execution``, at most 220), sent as ``timeoutInSeconds``.
+        A failing cell is not an exception: check :attr:`Execution.status`,
+        ``stderr`` and ``error`` (a run the pool stopped at the deadline is
+        a failed execution, the local pool's with error code ``Timeout``).
+        :class:`ExecutionTimeoutError` means no answer came at all within
+        the deadline plus ``Timeouts.margin``.
         """
         return self._run(self._op_execute(identifier, code, timeout))
 

@@ -92,6 +92,14 @@ def test_escaping_file_paths_are_refused(make_client, name, path):
     assert rec.requests == []
 
 
+@pytest.mark.parametrize("execution_id", ["", "..", None])
+def test_invalid_execution_ids_are_refused(make_client, execution_id):
+    rec = Recorder()
+    with pytest.raises(ConfigurationError, match="Invalid execution id"):
+        make_client(rec).get_execution(SESSION, execution_id)
+    assert rec.requests == []
+
+
 def test_repr_and_properties():
     client = SessionsClient(ENDPOINT + "/", token="t", api_version="2024-10-02-preview")
     assert client.endpoint == ENDPOINT and client.api_version == "2024-10-02-preview"
