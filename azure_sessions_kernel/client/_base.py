@@ -41,21 +41,17 @@ from ._exceptions import (
     ApiError,
     AuthenticationError,
     AuthorizationError,
-    BadRequestError,
     ConfigurationError,
     ConnectError,
     ExecutionTimeoutError,
     ExtensionUnavailableError,
-    NotFoundError,
     PoolFullError,
     RequestTimeout,
     ResponseFormatError,
-    ServerError,
-    SessionNotFoundError,
     SessionsError,
     TransportError,
     UnsupportedOperationError,
-    UploadTooLargeError,
+    error_class,
     scrub,
 )
 from ._streams import NdjsonDecoder, ProgressCallback, UploadBody, UploadData
@@ -64,10 +60,6 @@ logger = logging.getLogger("azure_sessions_kernel.client")
 
 T = TypeVar("T")
 
-#: Error codes meaning "no such session" (reference §8).
-SESSION_NOT_FOUND_CODES = frozenset({"SessionWithIdentifierNotFound", "SessionNotFound"})
-#: Codes meaning "the pool has no free session" (the local pool's 429).
-POOL_FULL_CODES = frozenset({"SessionPoolFull"})
 #: Pages followed at most when a list has a ``nextLink``.
 MAX_PAGES = 100
 
@@ -377,7 +369,7 @@ class ClientBase(abc.ABC):
         code = (info.code if info else "") or response.headers.get(wire.ERROR_CODE_HEADER, "")
         message = scrub(info.message if info and info.message else response.reason_phrase).rstrip(". ")
         status = response.status_code
-        cls = _error_class(status, code, message, call.extension)
+        cls = error_class(status, code, message, extension=call.extension)
         text = f"{call.label} failed with HTTP {status}{f' ({code})' if code else ''}: {message}."
         text += _hint(cls, self._endpoint)
         request_id = (
@@ -601,26 +593,6 @@ class Sink:
         self.written += len(chunk)
         if self._progress is not None:
             self._progress(len(chunk))
-
-
-def _error_class(status: int, code: str, message: str, extension: bool) -> type[ApiError]:
-    if code in SESSION_NOT_FOUND_CODES and status in (400, 404):
-        return SessionNotFoundError
-    if status == 404 and (code in POOL_FULL_CODES or "no more sessions" in message.lower()):
-        return PoolFullError  # MS-POOL documents a 404 when max sessions are allocated
-    if extension and status in (404, 405, 501):
-        return ExtensionUnavailableError
-    by_status: dict[int, type[ApiError]] = {
-        400: BadRequestError,
-        401: AuthenticationError,
-        403: AuthorizationError,
-        404: NotFoundError,
-        413: UploadTooLargeError,
-        429: PoolFullError,
-    }
-    if status in by_status:
-        return by_status[status]
-    return ServerError if status >= 500 else ApiError
 
 
 def _hint(cls: type[ApiError], endpoint: httpx.URL) -> str:

@@ -170,3 +170,30 @@ class ExtensionUnavailableError(ApiError):
 
 class ServerError(ApiError):
     """HTTP 5xx: the pool failed."""
+
+
+#: Error codes meaning "no such session" (reference §8).
+SESSION_NOT_FOUND_CODES = frozenset({"SessionWithIdentifierNotFound", "SessionNotFound"})
+#: Codes meaning "the pool has no free session" (the local pool's 429).
+POOL_FULL_CODES = frozenset({"SessionPoolFull"})
+
+
+def error_class(status: int, code: str, message: str, *, extension: bool = False) -> type[ApiError]:
+    """The class for an error response; ``extension``: the route is a local-pool ``.local/`` one."""
+    if code in SESSION_NOT_FOUND_CODES and status in (400, 404):
+        return SessionNotFoundError
+    if status == 404 and (code in POOL_FULL_CODES or "no more sessions" in message.lower()):
+        return PoolFullError  # MS-POOL documents a 404 when max sessions are allocated
+    if extension and status in (404, 405, 501):
+        return ExtensionUnavailableError
+    by_status: dict[int, type[ApiError]] = {
+        400: BadRequestError,
+        401: AuthenticationError,
+        403: AuthorizationError,
+        404: NotFoundError,
+        413: UploadTooLargeError,
+        429: PoolFullError,
+    }
+    if status in by_status:
+        return by_status[status]
+    return ServerError if status >= 500 else ApiError
