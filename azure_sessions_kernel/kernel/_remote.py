@@ -22,6 +22,7 @@ silently would run it without the state it was written against.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
 import ipaddress
@@ -212,6 +213,8 @@ class RemoteSession:
                 from ..client import acquire_local_pool  # only needed without an endpoint
 
                 self._lease = await acquire_local_pool(self._local_pool_args)
+                # Should the kernel die without a shutdown, still let the pool know.
+                atexit.register(self._lease.release)
                 endpoint, token, isolation = self._lease.endpoint, self._lease.token, self._lease.isolation
             self._client = AsyncSessionsClient(endpoint, token=token, api_version=self.api_version)
         except SessionsError as exc:
@@ -405,13 +408,16 @@ class RemoteSession:
             execution = await self._execute(call, timeout=timeout)
         except ExecutionTimeoutError:
             raise self._timeout(timeout, None) from None
-        if _error_code(execution) in _LOST_CODES:
+        code = _error_code(execution)
+        if code in _LOST_CODES:
             raise self._lost(execution.error.message if execution.error else "")
         try:
             reply = _calls.decode_cell_reply(execution.result)
         except _calls.HelperMissing:
             raise self._lost() from None
         except ValueError:
+            if "timeout" in code:  # pools drop the result value of a timed-out run
+                raise self._timeout(timeout, None) from None
             self._emit_streams(execution, hold)
             detail = (execution.error.message if execution.error else "") or execution.stderr.strip().splitlines()[-1:] or ""
             raise BackendError(f"The session returned no result for this cell: {detail or 'no details'}.") from None
@@ -420,7 +426,7 @@ class RemoteSession:
         # Output written to the session's file descriptors (subprocesses, C
         # libraries) bypasses the helper and comes back as plain stdout/stderr.
         self._emit_streams(execution, hold)
-        if _error_code(execution) == "timeout":
+        if "timeout" in code:
             raise self._timeout(timeout, hold.take())
         return CellReply.from_helper(reply)
 

@@ -381,5 +381,15 @@ class AzureSessionsKernel(IPythonKernel):
     # -- shutdown --------------------------------------------------------------------------------
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
-        await self.remote.close(delete=self.delete_session_on_shutdown and self._owns_session)
+        close = self.remote.close(delete=self.delete_session_on_shutdown and self._owns_session)
+        shell_loop = self.io_loop.asyncio_loop
+        if asyncio.get_running_loop() is shell_loop:
+            await close
+        else:
+            # shutdown_request arrives on the control thread; the session's
+            # HTTP client belongs to the shell thread's loop.
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(asyncio.run_coroutine_threadsafe(close, shell_loop)), 15)
+            except Exception as exc:
+                self.log.warning("Closing the session connection failed: %s", exc)
         return super().do_shutdown(restart)
