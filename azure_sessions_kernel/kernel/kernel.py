@@ -169,6 +169,13 @@ class AzureSessionsKernel(IPythonKernel):
             "%session shows where; %upload, %download and %files move files.\n"
         )
 
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        info = super().kernel_info
+        # A debugger would attach to this process, which runs only the magics.
+        info["supported_features"] = [f for f in info.get("supported_features", []) if f != "debugger"]
+        return info
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         assert self.shell is not None
