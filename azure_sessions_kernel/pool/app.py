@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import mimetypes
+import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -26,6 +27,7 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -39,6 +41,10 @@ log = logging.getLogger("azure_sessions_kernel.pool")
 MAX_JSON_BODY = 16 * 1024 * 1024
 #: Multipart framing allowed on top of the 128 MB file itself.
 MULTIPART_OVERHEAD = 64 * 1024
+#: A refused upload's remaining body is read and dropped up to this much, so
+#: that the client gets the 413 instead of a reset connection; beyond it the
+#: connection is simply closed.
+DRAIN_LIMIT = 256 * 1024 * 1024
 
 _EXECUTIONS_SINCE = "2024-10-02-preview"
 _SESSIONS_SINCE = "2025-02-02-preview"
@@ -175,7 +181,9 @@ def create_app(
             raise wire.ContractError(f"The request body is not valid JSON: {exc}.", code="SessionRequestValidationFailed") from None
 
     def files_of(s: PoolSession) -> session_files.SessionFiles:
-        owner = getattr(s.sandbox, "owner", None)
+        # As root, what the pool writes must belong to the session's own uid so its code can change it.
+        uid, gid = getattr(s.sandbox, "uid", None), getattr(s.sandbox, "gid", None)
+        owner = (uid, gid) if os.geteuid() == 0 and uid is not None and uid != 0 else None
         return session_files.SessionFiles(s.sandbox.data_dir, owner=owner)
 
     def respond_execution(v: wire.ApiVersion, ex: wire.Execution) -> JSONResponse:
@@ -223,6 +231,7 @@ def create_app(
     async def upload(request: Request, v: wire.ApiVersion) -> Response:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > wire.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD:
+            await _drain(request, int(declared))
             raise PoolError(
                 f"The upload is {int(declared) / 1e6:.1f} MB; sessions accept files up to {wire.MAX_UPLOAD_BYTES // 2**20} MB.",
                 code="FileTooLarge",
@@ -234,7 +243,11 @@ def create_app(
             raise wire.ContractError("Uploads must be multipart/form-data with a part named 'file'.", code="InvalidUpload")
         s = await session_of(request, v)
         folder_path = request.query_params.get("path")
-        stored = await _receive_upload(request, boundary, folder_path, files_of(s))
+        try:
+            stored = await _receive_upload(request, boundary, folder_path, files_of(s))
+        except session_files.FileOpError:
+            await _drain(request, DRAIN_LIMIT)
+            raise
         return JSONResponse(wire.render_file(v, stored))
 
     @app.post("/files/upload", tags=["files"], summary="Upload a file (2024-02-02-preview, 2024-08-02-preview)")
@@ -484,9 +497,25 @@ async def _receive_upload(request: Request, boundary: bytes, path: str | None, f
             return await fs.write(folder, name, data(), parents=True)
     except UnicodeDecodeError:
         raise wire.ContractError("The uploaded file name is not valid UTF-8.", code="InvalidFileName") from None
+    except MultipartParseError as exc:
+        raise wire.ContractError(f"The multipart body is malformed: {exc}.", code="InvalidUpload") from None
     finally:
         await stream.aclose()
     raise wire.ContractError("The upload has no multipart part named 'file'.", code="InvalidUpload")
+
+
+async def _drain(request: Request, declared: int) -> None:
+    """Read and drop what is left of a refused request body, within :data:`DRAIN_LIMIT`."""
+    if declared > DRAIN_LIMIT:
+        return
+    read = 0
+    try:
+        async for chunk in request.stream():
+            read += len(chunk)
+            if read > DRAIN_LIMIT:
+                return
+    except Exception:  # the body was already consumed, or the client left: nothing to drain
+        return
 
 
 def _quote_header(name: str) -> str:

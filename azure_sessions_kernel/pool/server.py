@@ -126,17 +126,18 @@ def metadata_provider(launcher: Launcher, manager: SessionManager, strict: bool)
     return metadata
 
 
-def _live_leases(lease_dir: Path) -> int:
-    """Count lease files whose pid is alive; remove the others."""
-    alive = 0
+def _live_leases(lease_dir: Path) -> tuple[int, int]:
+    """Count lease files whose pid is alive, and all lease files; remove the dead ones."""
+    alive = total = 0
     for f in list(lease_dir.glob("*")) if lease_dir.is_dir() else []:
+        total += 1
         pid_text = f.name.split("-", 1)[0]
         if pid_text.isdigit() and pid_alive(int(pid_text)):
             alive += 1
         else:
             with contextlib.suppress(OSError):
                 f.unlink()
-    return alive
+    return alive, total
 
 
 async def _watch_leases(lease_dir: Path, stop: asyncio.Event, runtime_file: Path | None, grace: float = 2.0, first_lease_wait: float = 60.0) -> None:
@@ -154,7 +155,10 @@ async def _watch_leases(lease_dir: Path, stop: asyncio.Event, runtime_file: Path
     while not stop.is_set():
         await asyncio.sleep(0.5)
         now = time.monotonic()
-        if _live_leases(lease_dir):
+        alive, total = _live_leases(lease_dir)
+        # A dead holder's lease still proves a kernel came: the short grace applies from then on.
+        seen_lease = seen_lease or total > 0
+        if alive:
             seen_lease, empty_since = True, None
             continue
         empty_since = empty_since or now
@@ -165,7 +169,7 @@ async def _watch_leases(lease_dir: Path, stop: asyncio.Event, runtime_file: Path
             with contextlib.suppress(OSError):
                 runtime_file.unlink()
         await asyncio.sleep(0.3)
-        if _live_leases(lease_dir):
+        if _live_leases(lease_dir)[0]:
             if saved is not None and runtime_file is not None:
                 write_private(runtime_file, saved)
             seen_lease, empty_since = True, None
