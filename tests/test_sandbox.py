@@ -148,6 +148,19 @@ def kernel(launcher, loop):
     run_async(loop, stop_kernel(kernel))
 
 
+def describe_processes(pids: list[int]) -> str:
+    """``ps``-like lines for an assertion message."""
+    lines = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+        except OSError:
+            continue
+        lines.append(f"{stat[:80]} | {cmdline}")
+    return "\n".join(lines)
+
+
 def host_uid(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Uid:"):
@@ -254,7 +267,7 @@ class TestKernelInSandbox:
             assert reply["azure_sessions"] == {"kind": "none"}
             reply, _ = await kernel.execute("'nan'")
             assert reply["azure_sessions"] == {"kind": "json", "value": "nan"}
-            reply, _ = await kernel.execute("'nan'", metadata={"azure_sessions": {"strings_as_repr": True}})
+            reply, _ = await kernel.execute("'nan'", metadata={"azure_sessions": {"jupyter_format": True}})
             assert reply["azure_sessions"] == {"kind": "json", "value": "'nan'"}
             reply, _ = await kernel.execute("[x]")
             assert reply["azure_sessions"] == {"kind": "text"}
@@ -407,7 +420,7 @@ class TestLifecycle:
 
     def test_memory_and_data_limits(self, image, loop):
         small = BwrapLauncher(
-            image, SandboxLimits(memory_bytes=128 * MiB, data_size=4 * MiB, pids=48), state_root=STATE_ROOT, uid_base=UID_BASE
+            image, SandboxLimits(memory=128 * MiB, data_size=4 * MiB, pids=48), state_root=STATE_ROOT, uid_base=UID_BASE
         )
         try:
             kernel = run_async(loop, start_kernel(small))
@@ -446,8 +459,14 @@ class TestLifecycle:
         script = (
             "import json, sys, time\n"
             "from azure_sessions_kernel.pool.bwrap import BwrapLauncher\n"
+            "from jupyter_client import BlockingKernelClient\n"
             f"sandbox = BwrapLauncher(state_root={STATE_ROOT!r}, uid_base={UID_BASE}).start_sync()\n"
-            "print(json.dumps({'uid': sandbox.uid, 'state': str(sandbox.data_dir.parent),"
+            # Crash while the session runs. (In the first ~50 ms after start,
+            # before bwrap's inner init has armed its parent-death signal, the
+            # sandbox would outlive the server until the next start cleans it.)
+            "client = BlockingKernelClient(); client.load_connection_info(sandbox.connection_info)\n"
+            "client.start_channels(); client.wait_for_ready(timeout=30)\n"
+            "print(json.dumps({'uid': sandbox.uid, 'state': str(sandbox.data_dir.parent), 'pids': [sandbox.pid, sandbox.child_pid],"
             " 'leaves': [str(l) for _, l in sandbox._cgroups.leaves]}), flush=True)\n"
             "time.sleep(60)\n"
         )
@@ -461,7 +480,8 @@ class TestLifecycle:
         deadline = time.monotonic() + 5
         while bwrap_mod._processes_of_uid(crashed["uid"]) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert bwrap_mod._processes_of_uid(crashed["uid"]) == []
+        left = bwrap_mod._processes_of_uid(crashed["uid"])
+        assert left == [], f"server pid {server.pid}, sandbox pids {crashed['pids']}:\n" + describe_processes(left)
         assert os.path.ismount(Path(crashed["state"]) / "data")
         BwrapLauncher(image, state_root=STATE_ROOT, uid_base=UID_BASE)
         assert not Path(crashed["state"]).exists()

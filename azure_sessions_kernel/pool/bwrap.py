@@ -40,7 +40,11 @@ Host layout under the state root (``/run/ask`` as root)::
 
 Slots are claimed with ``flock``, so several launchers (a server and a test
 run) can share a state root, and a crashed server's slots are recognised as
-stale (their lock is free) and cleaned before reuse.
+stale (their lock is free) and cleaned before reuse. A crashed server's
+sandboxes die with it (``--die-with-parent``), except one that was still in
+its first few dozen milliseconds (bwrap's inner init had not armed its
+parent-death signal yet): its uid, cgroups and state record let the next
+launcher on the same state root kill it.
 """
 
 from __future__ import annotations
@@ -123,9 +127,9 @@ def _format_bytes(n: int) -> str:
 class SandboxLimits:
     """Per-session resource limits (sandbox.md §3.4 defaults)."""
 
-    memory_bytes: int = 1 * GiB
+    memory: int = 1 * GiB
     pids: int = 256
-    cpu_cores: float = 1.0
+    cpus: float = 1.0
     #: Size and inode quota of ``/mnt/data`` (a tmpfs: its pages also count as memory).
     data_size: int = 1 * GiB
     data_inodes: int = 65536
@@ -142,7 +146,7 @@ class SandboxLimits:
     @property
     def threads_per_library(self) -> int:
         """Threads numeric libraries should use: the cpu quota, at least one."""
-        return max(1, math.ceil(self.cpu_cores))
+        return max(1, math.ceil(self.cpus))
 
     def describe(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -374,12 +378,12 @@ class _SessionCgroups:
     def _apply_limits(hierarchy: _Hierarchy, leaf: Path, limits: SandboxLimits) -> None:
         controllers = hierarchy.controllers
         period = 100_000
-        quota = max(1000, int(limits.cpu_cores * period))
+        quota = max(1000, int(limits.cpus * period))
         if hierarchy.version == 1:
             if "memory" in controllers:
-                _write(leaf / "memory.limit_in_bytes", str(limits.memory_bytes))
+                _write(leaf / "memory.limit_in_bytes", str(limits.memory))
                 if (leaf / "memory.memsw.limit_in_bytes").exists():  # swap accounting on
-                    _write(leaf / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
+                    _write(leaf / "memory.memsw.limit_in_bytes", str(limits.memory))
             if "pids" in controllers:
                 _write(leaf / "pids.max", str(limits.pids))
             if "cpu" in controllers:
@@ -387,7 +391,7 @@ class _SessionCgroups:
                 _write(leaf / "cpu.cfs_quota_us", str(quota))
         else:
             if "memory" in controllers:
-                _write(leaf / "memory.max", str(limits.memory_bytes))
+                _write(leaf / "memory.max", str(limits.memory))
                 if (leaf / "memory.swap.max").exists():
                     _write(leaf / "memory.swap.max", "0")
                 with contextlib.suppress(OSError):  # Linux >= 4.19
@@ -776,7 +780,7 @@ class BwrapSandbox(Sandbox):
             return None
         oom_kills = self._oom_kills if self._oom_kills is not None else self._cgroups.oom_kills()
         if oom_kills:
-            return f"the session ran out of memory (limit {_format_bytes(self._launcher.limits.memory_bytes)})"
+            return f"the session ran out of memory (limit {_format_bytes(self._launcher.limits.memory)})"
         if self._stopped_by_us:
             return "the session was stopped"
         returncode = self._process.poll()
@@ -1123,7 +1127,7 @@ class BwrapLauncher(Launcher):
             # Shared with every process of ours: allow the current ones plus the session's.
             rlimits.append((resource.RLIMIT_NPROC, _task_count(os.getuid()) + limits.pids))
             # Virtual, not resident, memory: numpy and glibc reserve generously, hence the headroom.
-            rlimits.append((resource.RLIMIT_AS, 2 * limits.memory_bytes + GiB))
+            rlimits.append((resource.RLIMIT_AS, 2 * limits.memory + GiB))
         # Never raise a hard limit we inherited (we could not, without CAP_SYS_RESOURCE).
         capped = []
         for which, value in rlimits:

@@ -38,7 +38,7 @@ ipykernel with the differences a remote code-interpreter session needs:
   builds the message itself)::
 
       msg = client.session.msg("execute_request", content,
-                               metadata={"azure_sessions": {"strings_as_repr": True}})
+                               metadata={"azure_sessions": {"jupyter_format": True}})
       client.shell_channel.send(msg)
 
   and the reply then says ``{"kind": "json", "value": "'abc'"}`` for ``"abc"``.
@@ -55,8 +55,9 @@ from typing import Any
 
 #: Key of the Azure result description in ``execute_reply`` content.
 RESULT_KEY = "azure_sessions"
-#: ``metadata[RESULT_KEY][STRINGS_AS_REPR]`` of an ``execute_request``: strings as ``repr``.
-STRINGS_AS_REPR = "strings_as_repr"
+#: ``metadata[RESULT_KEY][JUPYTER_FORMAT]`` of an ``execute_request``: strings as ``repr``
+#: (Azure's ``returnJupyterFormatExecutionResult``).
+JUPYTER_FORMAT = "jupyter_format"
 #: Working directory when not ``/mnt/data`` (set by the insecure launcher).
 DATA_DIR_ENV = "AZURE_SESSIONS_DATA_DIR"
 #: The image's pre-built matplotlib cache, copied into ``$MPLCONFIGDIR`` at start.
@@ -150,7 +151,7 @@ def _make_kernel_class() -> type:
                 result.result if result is not None else None,
                 succeeded and result is not None and result.success,
                 transformed,
-                strings_as_repr=bool(isinstance(options, dict) and options.get(STRINGS_AS_REPR)),
+                strings_as_repr=bool(isinstance(options, dict) and options.get(JUPYTER_FORMAT)),
             )
 
     return SessionKernel
