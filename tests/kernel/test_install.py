@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
-import struct
 import subprocess
 import sys
-import zlib
 
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
@@ -16,24 +14,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from azure_sessions_kernel.kernel import _identifiers
 from azure_sessions_kernel.kernel.install import install_main, uninstall_main
 
-
-def png_size(data: bytes) -> tuple[int, int]:
-    """Width and height of a PNG, after checking its signature, chunk CRCs and pixel data."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, header = 8, b"", None
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        assert struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0] == zlib.crc32(kind + body)
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    width, height, depth, color = header[:4]
-    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color]
-    assert len(zlib.decompress(idat)) == height * (1 + width * channels * depth // 8)
-    return width, height
+from ._support import png_info
 
 
 def test_install_into_a_prefix_and_list_and_uninstall(tmp_path, monkeypatch, capsys):
@@ -45,8 +26,8 @@ def test_install_into_a_prefix_and_list_and_uninstall(tmp_path, monkeypatch, cap
     assert "{connection_file}" in spec["argv"]
     assert spec["argv"][-1] == "--AzureSessionsKernel.endpoint=https://example.dynamicsessions.io/pool"
     assert (spec["display_name"], spec["language"], spec["interrupt_mode"]) == ("Python 3 (Azure Sessions)", "python", "message")
-    assert png_size((spec_dir / "logo-32x32.png").read_bytes()) == (32, 32)
-    assert png_size((spec_dir / "logo-64x64.png").read_bytes()) == (64, 64)
+    assert png_info((spec_dir / "logo-32x32.png").read_bytes())[:2] == (32, 32)
+    assert png_info((spec_dir / "logo-64x64.png").read_bytes())[:2] == (64, 64)
 
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
     listed = subprocess.run([sys.executable, "-m", "jupyter", "kernelspec", "list"], capture_output=True, text=True, check=True).stdout

@@ -1,0 +1,110 @@
+"""Shared pieces of the kernel tests: kernel environments, running cells, checking PNGs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from azure_sessions_kernel.kernel.install import install
+
+KERNEL_NAME = "azure-sessions"
+
+
+def install_kernelspec(prefix: Path) -> Path:
+    """Install the kernelspec under ``prefix``; returns the ``JUPYTER_PATH`` entry that finds it."""
+    install(prefix=str(prefix))
+    return prefix / "share" / "jupyter"
+
+
+def write_kernel_config(ipython_dir: Path, **options: Any) -> Path:
+    """A Jupyter config file for the kernel (``ipython_kernel_config.py`` of the default profile)."""
+    profile = ipython_dir / "profile_default"
+    profile.mkdir(parents=True, exist_ok=True)
+    lines = [f"c.AzureSessionsKernel.{name} = {value!r}" for name, value in options.items()]
+    path = profile / "ipython_kernel_config.py"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def environment(**variables: str) -> Iterator[None]:
+    """Set environment variables for this process and the kernels it starts."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def execute(kc: Any, code: str, timeout: float = 60, **kwargs: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run ``code``; return the execute_reply and the output messages (each with ``at``: seconds since sending)."""
+    sent = time.monotonic()
+    msg_id = kc.execute(code, **kwargs)
+    outputs = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind = msg["msg_type"]
+        if kind == "status" and msg["content"]["execution_state"] == "idle":
+            break
+        if kind not in ("status", "execute_input"):
+            msg["at"] = time.monotonic() - sent
+            outputs.append(msg)
+    while True:
+        reply = kc.get_shell_msg(timeout=timeout)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            reply["at"] = time.monotonic() - sent
+            return reply, outputs
+
+
+def kinds(outputs: list[dict[str, Any]]) -> list[str]:
+    """Message types, with consecutive stream messages of one stream counted once."""
+    out: list[str] = []
+    for msg in outputs:
+        kind = msg["msg_type"]
+        if kind == "stream":
+            kind = f"stream:{msg['content']['name']}"
+        if not out or out[-1] != kind or not kind.startswith("stream"):
+            out.append(kind)
+    return out
+
+
+def png_info(data: bytes) -> tuple[int, int, int]:
+    """Width, height and number of distinct pixel rows of a PNG.
+
+    Checks the signature, every chunk's CRC and that the image data
+    decompresses to exactly the size the header promises. Distinct
+    (filtered) rows are a cheap sign that the image is not blank.
+    """
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG signature"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + body), f"bad CRC in {kind!r}"
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    assert header is not None, "no IHDR chunk"
+    width, height, depth, color = header[:4]
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color]
+    stride = 1 + (width * channels * depth + 7) // 8
+    raw = zlib.decompress(idat)
+    assert len(raw) == height * stride, "image data does not match the header"
+    rows = {raw[i * stride : (i + 1) * stride] for i in range(height)}
+    return width, height, len(rows)

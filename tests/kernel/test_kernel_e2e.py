@@ -1,0 +1,305 @@
+"""The installed kernel end to end, through jupyter_client and nbclient, against real local pools.
+
+Every test runs twice: on a normal local pool ("live": the stream,
+interrupt and completion extensions) and on an Azure-strict pool ("strict":
+nothing but the Azure contract, as on Azure itself).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.manager import start_new_kernel
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from azure_sessions_kernel.client import SessionsClient
+
+from ._support import KERNEL_NAME, environment, execute, install_kernelspec, kinds, png_info, write_kernel_config
+
+pytestmark = pytest.mark.slow
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclasses.dataclass
+class Setup:
+    mode: str  # "live" or "strict"
+    pool: Any
+    workdir: Path
+
+    @property
+    def live(self) -> bool:
+        return self.mode == "live"
+
+
+@pytest.fixture(scope="module")
+def jupyter_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return install_kernelspec(tmp_path_factory.mktemp("prefix"))
+
+
+@pytest.fixture(scope="module", params=["live", "strict"])
+def setup(request: pytest.FixtureRequest, jupyter_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    pool = request.getfixturevalue("local_pool" if request.param == "live" else "strict_pool")
+    ipython_dir = tmp_path_factory.mktemp(f"ipython-{request.param}")
+    write_kernel_config(ipython_dir, endpoint=pool.endpoint, token=pool.token)
+    workdir = tmp_path_factory.mktemp(f"work-{request.param}")
+    with environment(JUPYTER_PATH=str(jupyter_path), IPYTHONDIR=str(ipython_dir)):
+        yield Setup(request.param, pool, workdir)
+
+
+@dataclasses.dataclass
+class Kernel:
+    km: Any
+    kc: Any
+    setup: Setup
+
+    def run(self, code: str, timeout: float = 60, **kwargs: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return execute(self.kc, code, timeout, **kwargs)
+
+    def identifier(self) -> str:
+        _, outputs = self.run("%session")
+        return re.search(r"identifier\s+(\S+)", outputs[0]["content"]["text"]).group(1)
+
+
+@pytest.fixture(scope="module")
+def kernel(setup: Setup) -> Iterator[Kernel]:
+    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(setup.workdir))
+    yield Kernel(km, kc, setup)
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+
+
+def content(outputs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [m["content"] for m in outputs if m["msg_type"] == kind]
+
+
+RICH_CELL = """\
+import sys
+from IPython.display import HTML, JSON, Latex, Markdown, SVG, clear_output, display
+import matplotlib.pyplot as plt
+import pandas as pd
+print("to stdout")
+print("to stderr", file=sys.stderr)
+display(HTML("<b>bold</b>"), metadata={"isolated": True})
+display(Markdown("*md*"))
+display(Latex(r"$\\alpha$"))
+display(JSON({"k": [1, 2]}))
+display(SVG('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>'))
+handle = display("first", display_id=True)
+handle.update("second")
+print("to be cleared")
+clear_output(wait=True)
+print("after clear")
+for n in (1, 2):
+    plt.figure(figsize=(2, 2))
+    plt.plot([0, n], [0, n])
+    plt.show()
+display(pd.DataFrame({"a": [1, 2]}))
+{"result": 42}
+"""
+
+
+def test_every_output_kind_in_order_with_full_bundles(kernel: Kernel) -> None:
+    reply, outputs = kernel.run(RICH_CELL)
+    assert reply["content"]["status"] == "ok"
+    assert kinds(outputs) == [
+        "stream:stdout",
+        "stream:stderr",
+        *["display_data"] * 6,
+        "update_display_data",
+        "stream:stdout",
+        "clear_output",
+        "stream:stdout",
+        "display_data",
+        "display_data",
+        "display_data",
+        "execute_result",
+    ]
+    shown = content(outputs, "display_data")
+    assert shown[0]["data"]["text/html"] == "<b>bold</b>" and shown[0]["metadata"] == {"isolated": True}
+    assert shown[1]["data"]["text/markdown"] == "*md*"
+    assert shown[2]["data"]["text/latex"] == "$\\alpha$"
+    assert shown[3]["data"]["application/json"] == {"k": [1, 2]}
+    assert shown[4]["data"]["image/svg+xml"].startswith("<svg")
+    display_id = shown[5]["transient"]["display_id"]
+    update = content(outputs, "update_display_data")[0]
+    assert update["transient"]["display_id"] == display_id and update["data"]["text/plain"] == "'second'"
+    assert content(outputs, "clear_output") == [{"wait": True}]
+    for figure in shown[6:8]:
+        width, height, distinct_rows = png_info(base64.b64decode(figure["data"]["image/png"]))
+        assert 150 <= width <= 300 and 150 <= height <= 300 and distinct_rows > 20  # 2x2 inches, tight bbox
+    assert "<table" in shown[8]["data"]["text/html"] and "text/plain" in shown[8]["data"]
+    result = content(outputs, "execute_result")[0]
+    assert result["data"]["text/plain"] == "{'result': 42}"
+    assert result["execution_count"] == reply["content"]["execution_count"]
+
+
+def test_state_persists_and_execution_count_follows_the_cells(kernel: Kernel) -> None:
+    first, _ = kernel.run("counter = 40")
+    second, outputs = kernel.run("counter + 2")
+    assert second["content"]["execution_count"] == first["content"]["execution_count"] + 1
+    assert content(outputs, "execute_result")[0]["data"]["text/plain"] == "42"
+    silent, outputs = kernel.run("counter + 3", silent=True)
+    assert silent["content"]["status"] == "ok" and outputs == []
+    after, _ = kernel.run("counter")
+    assert after["content"]["execution_count"] == second["content"]["execution_count"] + 1
+
+
+def test_an_exception_is_an_error_output_and_an_error_reply(kernel: Kernel) -> None:
+    reply, outputs = kernel.run("print('before')\nvalue = 1\nraise ValueError('bad value')")
+    assert kinds(outputs) == ["stream:stdout", "error"]
+    error = content(outputs, "error")[0]
+    assert (error["ename"], error["evalue"]) == ("ValueError", "bad value")
+    assert reply["content"]["status"] == "error"
+    assert (reply["content"]["ename"], reply["content"]["evalue"]) == ("ValueError", "bad value")
+    count = reply["content"]["execution_count"]
+    assert f"Cell In[{count}], line 3" in ANSI.sub("", "\n".join(error["traceback"]))
+
+
+def test_input_is_a_clear_error_not_a_hang(kernel: Kernel) -> None:
+    reply, outputs = kernel.run("name = input('Your name? ')", timeout=20)
+    assert reply["content"]["status"] == "error"
+    assert content(outputs, "error")[0]["ename"] == "StdinNotImplementedError"
+    assert "remote session, which has no stdin" in reply["content"]["evalue"]
+
+
+def test_output_is_live_on_the_local_pool_and_arrives_at_the_end_on_azure(kernel: Kernel) -> None:
+    reply, outputs = kernel.run("import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(1)")
+    assert reply["content"]["status"] == "ok"
+    text = "".join(m["content"]["text"] for m in outputs)
+    assert text == "0\n1\n2\n"
+    if kernel.setup.live:
+        assert outputs[0]["at"] < 1.0, "the first line should arrive while the cell still runs"
+    else:
+        assert outputs[0]["at"] > 2.5, "the Azure contract returns output when the cell ends"
+
+
+def _interrupt_after(kernel: Kernel, seconds: float) -> None:
+    threading.Timer(seconds, kernel.km.interrupt_kernel).start()
+
+
+def test_interrupt(kernel: Kernel) -> None:
+    if kernel.setup.live:
+        sent = time.monotonic()
+        _interrupt_after(kernel, 1.0)
+        reply, outputs = kernel.run("survivor = 'kept'\nimport time\ntime.sleep(60)")
+        assert time.monotonic() - sent < 1.0 + 1.5  # stopped within 1 s (plus messaging)
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+        assert content(outputs, "error")[0]["ename"] == "KeyboardInterrupt"
+        _, outputs = kernel.run("survivor")
+        assert content(outputs, "execute_result")[0]["data"]["text/plain"] == "'kept'"
+    else:
+        _interrupt_after(kernel, 1.0)
+        reply, outputs = kernel.run("import time\nstage = 1\ntime.sleep(4)\nstage = 2")
+        assert reply["at"] < 2.5, "the kernel stops waiting at once"
+        assert reply["content"]["status"] == "error"
+        assert "keeps running there until it ends or reaches its timeout" in reply["content"]["evalue"]
+        # The remote run went on: the next cell waits for it and sees its end.
+        _, outputs = kernel.run("stage")
+        assert content(outputs, "execute_result")[0]["data"]["text/plain"] == "2"
+    reply, _ = kernel.run("1 + 1")
+    assert reply["content"]["status"] == "ok"
+
+
+def test_a_cell_timeout_is_honoured(kernel: Kernel) -> None:
+    kernel.run("%timeout 2")
+    try:
+        reply, outputs = kernel.run("import time\nbefore_timeout = True\ntime.sleep(30)")
+        assert reply["at"] < 2 + 1, "reported within the timeout plus 1 s"
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "TimeoutError"
+        assert "did not finish within its 2 s timeout" in content(outputs, "error")[-1]["evalue"]
+        if kernel.setup.live:
+            _, outputs = kernel.run("before_timeout")
+            assert content(outputs, "execute_result")[0]["data"]["text/plain"] == "True"
+        else:
+            time.sleep(1)  # the strict pool interrupts the run at its own deadline
+    finally:
+        kernel.run("%timeout 220")
+
+
+def test_completion_and_inspection_see_the_remote_namespace(kernel: Kernel) -> None:
+    kernel.run("remote_only_value = 1\ndef remote_documented():\n    'Docstring from the session.'")
+    kernel.kc.complete("x = remote_on", 13)
+    reply = kernel.kc.get_shell_msg(timeout=20)["content"]
+    assert "remote_only_value" in reply["matches"] and reply["cursor_start"] == 4
+    kernel.kc.inspect("remote_documented", 5)
+    reply = kernel.kc.get_shell_msg(timeout=20)["content"]
+    assert reply["found"] and "Docstring from the session." in reply["data"]["text/plain"]
+    kernel.kc.complete("%uplo", 5)
+    assert kernel.kc.get_shell_msg(timeout=20)["content"]["matches"] == ["%upload"]
+    kernel.kc.is_complete("for i in range(3):")
+    assert kernel.kc.get_shell_msg(timeout=20)["content"]["status"] == "incomplete"
+
+
+def test_file_magics_round_trip(kernel: Kernel) -> None:
+    work = kernel.setup.workdir
+    (work / "numbers.csv").write_text("n\n1\n2\n3\n")
+    reply, outputs = kernel.run(
+        "%upload numbers.csv inputs/\n"
+        "import pandas as pd\n"
+        "total = pd.read_csv('inputs/numbers.csv')['n'].sum()\n"
+        "open('total.txt', 'w').write(str(total))\n"
+        "%download total.txt --force"
+    )
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert (work / "total.txt").read_text() == "6"
+    texts = "".join(m["content"]["text"] for m in outputs if m["msg_type"] == "stream")
+    assert "Uploaded numbers.csv -> /mnt/data/inputs/numbers.csv" in texts and "Downloaded /mnt/data/total.txt" in texts
+    _, outputs = kernel.run("%files inputs")
+    table = content(outputs, "display_data")[0]["data"]
+    assert "numbers.csv" in table["text/plain"] and "<table>" in table["text/html"]
+    reply, outputs = kernel.run("%download total.txt")
+    assert reply["content"]["status"] == "error"
+    assert content(outputs, "error") == [
+        {"ename": "TransferError", "evalue": f"{work / 'total.txt'} already exists, so nothing was downloaded; add --force to overwrite.",
+         "traceback": [f"TransferError: {work / 'total.txt'} already exists, so nothing was downloaded; add --force to overwrite."]}
+    ]
+    reply, outputs = kernel.run("%upload no-such-file.csv")
+    assert reply["content"]["status"] == "error" and len(content(outputs, "error")) == 1
+    reply, outputs = kernel.run("x = 1\n%files\ny = 2")
+    assert reply["content"]["ename"] == "UsageError" and "start or the end of a cell" in reply["content"]["evalue"]
+
+
+def test_a_lost_session_is_reported_in_one_line_and_replaced(kernel: Kernel) -> None:
+    kernel.run("doomed = 1")
+    pool = kernel.setup.pool
+    SessionsClient(pool.endpoint, token=pool.token).delete_session(kernel.identifier())
+    reply, outputs = kernel.run("doomed")
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "SessionLostError"
+    errors = content(outputs, "error")
+    assert len(errors) == 1 and len(errors[0]["traceback"]) == 1 and "This cell did not run" in errors[0]["evalue"]
+    reply, outputs = kernel.run("fresh = 'yes'\nfresh")
+    assert content(outputs, "execute_result")[0]["data"]["text/plain"] == "'yes'"
+
+
+def test_named_sessions_survive_a_kernel_restart(kernel: Kernel) -> None:
+    kernel.run("%session use e2e-named")
+    kernel.run("kept_across_restarts = 'still here'")
+    kernel.km.restart_kernel(now=False)
+    kernel.kc.wait_for_ready(timeout=60)
+    kernel.run("%session use e2e-named")
+    _, outputs = kernel.run("kept_across_restarts")
+    assert content(outputs, "execute_result")[0]["data"]["text/plain"] == "'still here'"
+    kernel.run("%session delete")
+
+
+def test_nbclient_raises_on_an_error_cell(setup: Setup) -> None:
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("ok = 1"), nbformat.v4.new_code_cell("1 / 0"), nbformat.v4.new_code_cell("never = 1")],
+        metadata={"kernelspec": {"name": KERNEL_NAME, "display_name": "Python 3 (Azure Sessions)", "language": "python"}},
+    )
+    client = NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=120, resources={"metadata": {"path": str(setup.workdir)}})
+    with pytest.raises(CellExecutionError) as info:
+        client.execute()
+    assert info.value.ename == "ZeroDivisionError"
+    assert nb.cells[2].outputs == [] and nb.cells[2].execution_count is None
