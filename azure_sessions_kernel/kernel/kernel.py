@@ -359,6 +359,16 @@ class AzureSessionsKernel(IPythonKernel):
         except SessionsError as exc:
             self.log.info("Could not delete the previous session: %s", exc)
 
+    # -- history ---------------------------------------------------------------------------------
+
+    def do_history(self, hist_access_type: str, output: bool, raw: bool, session: int | None = None, **query: Any) -> dict[str, Any]:  # type: ignore[override]
+        reply = super().do_history(hist_access_type, output, raw, session, **query)
+        if hist_access_type == "range" and session and session > 0:
+            # IPython labels lines of the running session with its alias 0; answer
+            # with the session number the client asked for (as tail/search give it).
+            reply["history"] = [(session if number == 0 else number, *rest) for number, *rest in reply["history"]]
+        return reply
+
     # -- completion and inspection -----------------------------------------------------------
 
     async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:  # type: ignore[override]
