@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import papermill
 import pytest
 from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from azure_sessions_kernel.client import SessionsClient
+from azure_sessions_kernel.client import SessionNotFoundError, SessionsClient
 
 from ._support import KERNEL_NAME, environment, execute, install_kernelspec, kinds, png_info, write_kernel_config
 
@@ -293,13 +296,40 @@ def test_named_sessions_survive_a_kernel_restart(kernel: Kernel) -> None:
     kernel.run("%session delete")
 
 
-def test_nbclient_raises_on_an_error_cell(setup: Setup) -> None:
-    nb = nbformat.v4.new_notebook(
+def _error_notebook() -> nbformat.NotebookNode:
+    return nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell("ok = 1"), nbformat.v4.new_code_cell("1 / 0"), nbformat.v4.new_code_cell("never = 1")],
         metadata={"kernelspec": {"name": KERNEL_NAME, "display_name": "Python 3 (Azure Sessions)", "language": "python"}},
     )
+
+
+def test_headless_runners_fail_on_an_error_cell(setup: Setup) -> None:
+    nb = _error_notebook()
     client = NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=120, resources={"metadata": {"path": str(setup.workdir)}})
     with pytest.raises(CellExecutionError) as info:
         client.execute()
     assert info.value.ename == "ZeroDivisionError"
     assert nb.cells[2].outputs == [] and nb.cells[2].execution_count is None
+
+    path = setup.workdir / "error.ipynb"
+    nbformat.write(_error_notebook(), path)
+    with pytest.raises(papermill.PapermillExecutionError) as pm:
+        papermill.execute_notebook(str(path), str(setup.workdir / "error-out.ipynb"), kernel_name=KERNEL_NAME, progress_bar=False)
+    assert pm.value.ename == "ZeroDivisionError"
+    run = subprocess.run(
+        [sys.executable, "-m", "jupyter", "execute", f"--kernel_name={KERNEL_NAME}", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode != 0 and "ZeroDivisionError" in run.stderr
+
+
+def test_shutdown_deletes_the_kernels_own_session(setup: Setup) -> None:
+    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(setup.workdir))
+    kernel = Kernel(km, kc, setup)
+    kernel.run("x = 1")
+    identifier = kernel.identifier()
+    client = SessionsClient(setup.pool.endpoint, token=setup.pool.token)
+    assert client.get_session(identifier).identifier == identifier
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+    with pytest.raises(SessionNotFoundError):
+        client.get_session(identifier)

@@ -21,6 +21,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from azure_sessions_kernel.client import MAX_UPLOAD_BYTES, RemoteFile
 from azure_sessions_kernel.kernel._magics import (
     MAGIC_ERRORS,
+    PROGRESS_MIN_BYTES,
     CellPlan,
     SessionMagicError,
     SessionMagics,
@@ -204,6 +205,19 @@ def test_magic_errors_are_one_sentence(shell, capsys):
         assert not result.success and shown[-1][0].startswith("UsageError:")
     finally:
         del shell._showtraceback
+
+
+def test_large_transfers_show_a_progress_bar(shell, pool, tmp_path, capsys):
+    (tmp_path / "big.bin").write_bytes(b"x" * (PROGRESS_MIN_BYTES + 1))
+    (tmp_path / "small.bin").write_bytes(b"x")
+    shell.run_cell("%upload small.bin")
+    assert "Uploading" not in capsys.readouterr().err
+    result = shell.run_cell("%upload big.bin")
+    assert result.success and "Uploading: 100%" in capsys.readouterr().err
+    shell.run_cell("%upload big.bin quiet.bin -q")
+    assert "Uploading" not in capsys.readouterr().err
+    result = shell.run_cell("%download big.bin copy.bin")
+    assert result.success and "Downloading: 100%" in capsys.readouterr().err
 
 
 def test_uploads_over_the_azure_limit_are_refused_before_sending(tmp_path):
