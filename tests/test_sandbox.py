@@ -232,6 +232,53 @@ def test_seccomp_filter_covers_every_listed_call():
     assert unknown == []
 
 
+def test_pure_cgroup_v2_layout(tmp_path):
+    """A v2-only host (no v1 controllers): limits go to a delegated parent at the v2 root."""
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (root / "cgroup.subtree_control").write_text("")
+    (root / "ask").mkdir()
+    (root / "ask" / "cgroup.kill").write_text("")
+    mountinfo = f"35 24 0:30 / {root} rw,nosuid,nodev shared:9 - cgroup2 cgroup2 rw,nsdelegate\n"
+    hierarchies, missing = bwrap_mod._detect_hierarchies("ask", mountinfo, "0::/system.slice/pool.service\n")
+    assert missing == {}
+    [v2] = hierarchies
+    assert (v2.version, v2.controllers, v2.parent, v2.has_kill) == (2, {"cpu", "memory", "pids"}, root / "ask", True)
+    assert (root / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+
+    cgroups = bwrap_mod._SessionCgroups.create(hierarchies, "3", SandboxLimits(memory=128 * MiB, pids=64, cpus=0.5))
+    leaf = root / "ask" / "3"
+    assert {name: (leaf / name).read_text() for name in ("memory.max", "pids.max", "cpu.max", "memory.oom.group")} == {
+        "memory.max": str(128 * MiB), "pids.max": "64", "cpu.max": "50000 100000", "memory.oom.group": "1"}
+    assert cgroups.procs_files == [str(leaf / "cgroup.procs")]
+    (leaf / "memory.events").write_text("low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n")
+    assert cgroups.oom_kills() == 1
+    cgroups.kill(timeout=0.1)
+    assert (leaf / "cgroup.kill").read_text() == "1"
+
+
+def test_hybrid_cgroup_layout_nests_v1_memory_under_our_own(tmp_path):
+    mounts = {name: tmp_path / name for name in ("memory", "pids", "cpu,cpuacct", "unified")}
+    for path in mounts.values():
+        path.mkdir()
+    (mounts["unified"] / "cgroup.controllers").write_text("")
+    mountinfo = "".join(
+        f"{30 + i} 24 0:{40 + i} / {path} rw - {'cgroup2 cgroup2 rw' if name == 'unified' else f'cgroup cgroup rw,{name}'}\n"
+        for i, (name, path) in enumerate(mounts.items())
+    )
+    own = "5:memory:/agents/a1\n4:pids:/\n3:cpu,cpuacct:/\n0::/\n"
+    hierarchies, missing = bwrap_mod._detect_hierarchies("ask", mountinfo, own)
+    parents = {(h.version, tuple(sorted(h.controllers))): h.parent for h in hierarchies}
+    assert parents == {
+        (1, ("memory",)): mounts["memory"] / "agents" / "a1" / "ask",
+        (1, ("pids",)): mounts["pids"] / "ask",
+        (1, ("cpu",)): mounts["cpu,cpuacct"] / "ask",
+        (2, ()): mounts["unified"] / "ask",
+    }
+    assert set(missing) == {"cgroup-kill"}  # a plain directory has no cgroup.kill
+
+
 def test_find_image_names_the_fix_when_missing(tmp_path):
     with pytest.raises(ImageError, match="image build"):
         find_image(tmp_path / "nothing-here")

@@ -267,20 +267,20 @@ class _Hierarchy:
     has_kill: bool  # v2 cgroup.kill
 
 
-def _own_cgroup_paths() -> dict[str, str]:
+def _own_cgroup_paths(proc_self_cgroup: str) -> dict[str, str]:
     """``{"memory": "/a/b", ..., "": "/x"}`` from /proc/self/cgroup (``""`` is the v2 path)."""
     paths: dict[str, str] = {}
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
+    for line in proc_self_cgroup.splitlines():
         _, controllers, path = line.split(":", 2)
         for controller in controllers.split(",") if controllers else [""]:
             paths[controller] = path
     return paths
 
 
-def _cgroup_mounts() -> list[tuple[str, Path, frozenset[str]]]:
-    """``(fstype, mount point, super options)`` of every cgroup mount, from mountinfo."""
+def _cgroup_mounts(mountinfo: str) -> list[tuple[str, Path, frozenset[str]]]:
+    """``(fstype, mount point, super options)`` of every cgroup mount, from /proc/self/mountinfo."""
     mounts = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    for line in mountinfo.splitlines():
         left, _, right = line.partition(" - ")
         fields, rfields = left.split(), right.split()
         if len(rfields) >= 3 and rfields[0] in ("cgroup", "cgroup2"):
@@ -293,21 +293,28 @@ def _write(path: Path, value: str) -> None:
         f.write(value)
 
 
-def _detect_hierarchies(prefix: str) -> tuple[list[_Hierarchy], dict[str, str]]:
+def _detect_hierarchies(
+    prefix: str, mountinfo: str | None = None, proc_self_cgroup: str | None = None
+) -> tuple[list[_Hierarchy], dict[str, str]]:
     """Where this host lets us create session cgroups, and why any controller is missing.
 
-    Called by :class:`BwrapLauncher` as root. v1 leaves go under the server's
-    own cgroup of each controller (so its accounting stays intact); v2 leaves
-    under a ``<prefix>`` child of the v2 root, since a cgroup with processes
-    (the server's own) may not delegate controllers to children.
+    Called by :class:`BwrapLauncher` as root (tests pass the two /proc texts).
+    v1 leaves go under the server's own cgroup of each controller (so its
+    accounting stays intact); v2 leaves under a ``<prefix>`` child of the v2
+    root, since a cgroup with processes (the server's own) may not delegate
+    controllers to children.
     """
     wanted = {"memory", "pids", "cpu"}
-    own = _own_cgroup_paths()
+    if mountinfo is None:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    if proc_self_cgroup is None:
+        proc_self_cgroup = Path("/proc/self/cgroup").read_text()
+    own = _own_cgroup_paths(proc_self_cgroup)
     hierarchies: list[_Hierarchy] = []
     missing: dict[str, str] = {}
     covered: set[str] = set()
     v2_mount: Path | None = None
-    for fstype, mount, options in _cgroup_mounts():
+    for fstype, mount, options in _cgroup_mounts(mountinfo):
         if fstype == "cgroup":
             controllers = frozenset(options & wanted) - covered
             if controllers:
@@ -326,7 +333,7 @@ def _detect_hierarchies(prefix: str) -> tuple[list[_Hierarchy], dict[str, str]]:
                 _write(v2_mount / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(available)))
                 v2_parent.mkdir(exist_ok=True)
                 _write(v2_parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(available)))
-                enabled = set((v2_parent / "cgroup.subtree_control").read_text().split())
+                enabled = {c.lstrip("+") for c in (v2_parent / "cgroup.subtree_control").read_text().split()}
                 available &= enabled
         except OSError as exc:
             for controller in available:
