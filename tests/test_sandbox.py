@@ -226,6 +226,20 @@ def test_bwrap_argv_has_the_hardening(image, tmp_path):
     assert argv[argv.index("--") + 1 :] == [str(image.python), bwrap_mod.SANDBOX_RUNNER, "-f", "/run/jk/kernel.json"]
 
 
+def test_bwrap_argv_binds_a_base_interpreter_outside_usr(image, tmp_path):
+    import dataclasses
+
+    elsewhere = dataclasses.replace(image, base_prefix=Path("/opt/python3.11"))
+    spec = SandboxSpec(
+        bwrap="/usr/bin/bwrap", image=elsewhere, runner=tmp_path / "r.py", kernel_dir=tmp_path / "k",
+        data_dir=tmp_path / "d", etc_dir=tmp_path / "etc", limits=SandboxLimits(), seccomp_fd=None, status_fd=8,
+    )
+    joined = " ".join(build_bwrap_argv(spec))
+    assert "--ro-bind /opt/python3.11 /opt/python3.11" in joined and "--seccomp" not in joined
+    spec = dataclasses.replace(spec, image=dataclasses.replace(image, base_prefix=Path("/usr/local")))
+    assert "--ro-bind /usr/local" not in " ".join(build_bwrap_argv(spec))
+
+
 def test_seccomp_filter_covers_every_listed_call():
     bpf, unknown = build_seccomp_bpf()
     assert len(bpf) % 8 == 0 and len(bpf) > 400  # sock_filter instructions

@@ -641,6 +641,16 @@ def _system_binds() -> list[str]:
     return args
 
 
+def _image_binds(image: ImageInfo) -> list[str]:
+    """The image read-only at its own path, and its base interpreter's prefix when outside /usr."""
+    args = []
+    base = image.base_prefix
+    if base != Path("/usr") and Path("/usr") not in base.parents:
+        # The venv's bin/python is a symlink to its base interpreter.
+        args += ["--ro-bind", str(base), str(base)]
+    return [*args, "--ro-bind", str(image.path), str(image.path)]
+
+
 def build_bwrap_argv(spec: SandboxSpec) -> list[str]:
     """The full bwrap command line for one session; order matters (later mounts cover earlier ones)."""
     argv = [
@@ -659,7 +669,7 @@ def build_bwrap_argv(spec: SandboxSpec) -> list[str]:
     for name in ("passwd", "group", "hosts"):
         argv += ["--ro-bind", str(spec.etc_dir / name), f"/etc/{name}"]
     argv += [
-        "--ro-bind", str(spec.image.path), str(spec.image.path),
+        *_image_binds(spec.image),
         "--ro-bind", str(spec.runner), SANDBOX_RUNNER,
         # A fresh procfs for the new pid namespace; sysctls stay read-only.
         "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
@@ -962,7 +972,7 @@ class BwrapLauncher(Launcher):
             argv = [
                 self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
                 "--die-with-parent", "--new-session", "--clearenv", *_system_binds(),
-                "--ro-bind", str(self.image.path), str(self.image.path), "--proc", "/proc", "--dev", "/dev",
+                *_image_binds(self.image), "--proc", "/proc", "--dev", "/dev",
                 "--json-status-fd", str(status_w), "--", str(self.image.python), "-S", "-c", "pass",
             ]
             uid = 65534 if self.privileged else None

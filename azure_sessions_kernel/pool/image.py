@@ -81,6 +81,9 @@ class ImageInfo:
     python: Path
     python_version: str
     packages: tuple[tuple[str, str], ...]
+    #: Prefix of the interpreter the venv was made from (its stdlib lives
+    #: there); the sandbox binds it read-only unless it is under /usr.
+    base_prefix: Path = Path("/usr")
 
     @property
     def mpl_cache_dir(self) -> Path:
@@ -178,6 +181,7 @@ def find_image(directory: str | os.PathLike[str] | None = None) -> ImageInfo:
         python=python,
         python_version=stamp["python_version"],
         packages=tuple((name, version) for name, version in stamp["packages"]),
+        base_prefix=Path(stamp.get("base_prefix", "/usr")),
     )
 
 
@@ -199,7 +203,7 @@ def _untraversable_ancestor(path: Path) -> Path | None:
 
 
 def _check_readable_by_others(interp: _Interpreter) -> None:
-    """Sessions run as an unprivileged uid: refuse an interpreter they could not load."""
+    """As root, sessions run as unprivileged uids: refuse an interpreter they could not load."""
     for path in (interp.real_path, interp.stdlib):
         blocked = _untraversable_ancestor(path)
         if blocked is not None:
@@ -272,7 +276,8 @@ def build_image(directory: str | os.PathLike[str] | None = None, python: str | N
     half-built image that :func:`find_image` would accept.
     """
     interp = _inspect_interpreter(python or _default_python())
-    _check_readable_by_others(interp)
+    if os.geteuid() == 0:  # sessions will run as other, unprivileged uids
+        _check_readable_by_others(interp)
     requirements = _requirements_text()
     key = _image_key(interp, requirements)
     image_dir = Path(directory).absolute() if directory else default_image_dir(str(interp.path))
@@ -324,6 +329,7 @@ def _populate(build_dir: Path, final_dir: Path, interp: _Interpreter, requiremen
         "key": key,
         "python_version": interp.version,
         "base_interpreter": str(interp.path),
+        "base_prefix": str(interp.base_prefix),
         "requirements": requirements,
         "packages": packages,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
