@@ -166,3 +166,18 @@ def _descendants(root: int) -> list[int]:
             out.append(c)
             todo.append(c)
     return out
+
+
+def test_insecure_mode_warns_loudly_and_says_so_in_metadata():
+    proc = subprocess.Popen([sys.executable, "-m", "azure_sessions_kernel", "serve", "--port", "0", "--token", "tok",
+                             "--ready-sessions", "0", "--insecure-no-sandbox"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        endpoint = proc.stdout.readline().split(": ", 1)[1].strip()
+        isolation_line = [proc.stdout.readline() for _ in range(2)][-1]
+        assert isolation_line.startswith("Isolation: none")
+        m = httpx.get(endpoint + "/metadata", params={"api-version": V}, headers={"Authorization": "Bearer tok"}).json()
+        assert m["localPool"]["isolation"]["level"] == "none"
+    finally:
+        assert _stop(proc) == 0
+    warning = proc.stderr.read()
+    assert "WARNING: --insecure-no-sandbox" in warning and "full access to this machine" in warning
