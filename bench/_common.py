@@ -39,7 +39,7 @@ class Pool:
 def running_pool(*args: str) -> Iterator[Pool]:
     """A private ``azure-sessions-kernel serve`` for one benchmark."""
     token = secrets.token_urlsafe(16)
-    proc = subprocess.Popen([sys.executable, "-m", "azure_sessions_kernel", "serve", "--port", "0", "--token", token,
+    proc = subprocess.Popen([sys.executable, "-m", "azure_sessions_kernel", "serve", "--port", "0", f"--token={token}",
                              "--log-level", "error", *args], stdout=subprocess.PIPE, text=True, cwd=REPO)
     assert proc.stdout is not None
     endpoint = None

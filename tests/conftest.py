@@ -54,7 +54,7 @@ class RunningPool:
 def launch_pool(*extra: str, strict: bool = False, token: str | None = None, ready: int = 1) -> RunningPool:
     """Start ``azure-sessions-kernel serve`` and wait for its endpoint line."""
     token = token or secrets.token_urlsafe(16)
-    argv = [sys.executable, "-m", "azure_sessions_kernel", "serve", "--port", "0", "--token", token,
+    argv = [sys.executable, "-m", "azure_sessions_kernel", "serve", "--port", "0", f"--token={token}",
             "--ready-sessions", str(ready), "--log-level", "warning", *extra]
     if strict:
         argv.append("--azure-strict")

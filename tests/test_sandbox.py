@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -590,24 +591,26 @@ asyncio.run(main())
 @needs_root
 def test_unprivileged_server_still_sandboxes(image):
     """The pool run by an ordinary user (here: nobody) uses bwrap with its own uid and rlimits."""
-    import sysconfig
-
-    from azure_sessions_kernel.pool.image import _untraversable_ancestor
-
-    project = Path(bwrap_mod.__file__).parents[2]
-    site_packages = Path(sysconfig.get_paths()["purelib"])
-    system_python = "/usr/bin/python3"
-    probe = [system_python, "-c", "import sys; print(sys.version_info[:2])"]
-    if not os.path.exists(system_python) or subprocess.run(probe, capture_output=True, text=True).stdout.strip() != str(sys.version_info[:2]):
-        pytest.skip(f"needs {system_python} of the same version as the test interpreter to import this venv's packages")
-    for path in (project, site_packages):
-        if _untraversable_ancestor(path / "x") is not None:
-            pytest.skip(f"{path} is not readable by other users")
-    result = subprocess.run(
-        [system_python, "-c", UNPRIVILEGED_SERVER],
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{project}:{site_packages}", "AZURE_SESSIONS_KERNEL_IMAGE": str(image.path)},
-        user=65534, group=65534, extra_groups=[], cwd="/", capture_output=True, text=True, timeout=120,
-    )
+    # nobody cannot read this checkout or its venv when they live in a private
+    # directory (a CI clone under a 0700 mktemp dir): stage the launcher and
+    # pyseccomp in a world-readable directory and run them with the session
+    # image's interpreter, which has jupyter_client and pyzmq and lives in /opt.
+    staging = Path(tempfile.mkdtemp(prefix="ask-unpriv-"))
+    try:
+        staging.chmod(0o755)
+        package = Path(bwrap_mod.__file__).parents[1]
+        shutil.copytree(package, staging / "azure_sessions_kernel", ignore=shutil.ignore_patterns("__pycache__", "kernel", "client"))
+        seccomp_src = Path(importlib.util.find_spec("pyseccomp").origin)
+        shutil.copytree(seccomp_src.parent, staging / seccomp_src.parent.name) if seccomp_src.name == "__init__.py" else shutil.copy(seccomp_src, staging)
+        for path in staging.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        result = subprocess.run(
+            [str(image.python), "-c", UNPRIVILEGED_SERVER],
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(staging), "AZURE_SESSIONS_KERNEL_IMAGE": str(image.path)},
+            user=65534, group=65534, extra_groups=[], cwd="/", capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["level"] == "bwrap-user"
