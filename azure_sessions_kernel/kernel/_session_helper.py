@@ -221,14 +221,6 @@ def _reply(shell, result, log, user_expressions):
     return reply
 
 
-def _prepare(execution_count):
-    shell = _shell()
-    if execution_count is not None:
-        # Tracebacks then say "Cell In[n]" and Out[n] matches the notebook.
-        shell.execution_count = int(execution_count)
-    return shell
-
-
 def _ends_with_semicolon(shell, code):
     try:
         return shell.displayhook.semicolon_at_end_of_expression(shell.transform_cell(code))
@@ -254,6 +246,12 @@ def _cell(shell, code, live, execution_count, user_expressions):
     outer_result = hook.exec_result
     with contextlib.ExitStack() as stack:
         stack.callback(setattr, hook, "exec_result", outer_result)
+        if execution_count is not None:
+            # The notebook's count while the cell runs: tracebacks say "Cell In[n]"
+            # and Out[n] matches. Restored after, so that the session's own
+            # history keeps numbering its cells (our calls) without collisions.
+            stack.callback(setattr, shell, "execution_count", shell.execution_count)
+            shell.execution_count = int(execution_count)
         stack.enter_context(_instance_overrides(hook, quiet=lambda: quiet))
         stack.enter_context(_without_stdin())
         if log is not None:
@@ -278,7 +276,7 @@ def run(code_b64, execution_count=None, silent=False, user_expressions=None, liv
     JSON ``{name: expression}``, evaluated after a successful run as
     ipykernel does.
     """
-    shell = _prepare(execution_count)
+    shell = _shell()
     code = _decode(code_b64)
     with _cell(shell, code, live, execution_count, user_expressions) as box:
         box["result"] = shell.run_cell(code, store_history=False, silent=silent)
@@ -287,7 +285,7 @@ def run(code_b64, execution_count=None, silent=False, user_expressions=None, liv
 
 async def run_async(code_b64, execution_count=None, silent=False, user_expressions=None, live=False):
     """:func:`run` for cells with top-level ``await``: awaited by the session's own loop."""
-    shell = _prepare(execution_count)
+    shell = _shell()
     code = _decode(code_b64)
     try:
         transformed, preprocessing_exc = shell.transform_cell(code), None

@@ -135,7 +135,10 @@ def test_input_raises_a_clear_error_and_is_restored(shell):
 
 def test_state_persists_and_channels_are_restored(shell):
     stdout, stderr, display_pub = sys.stdout, sys.stderr, shell.display_pub
-    run(shell, "counter = 41")
+    before = shell.execution_count
+    run(shell, "counter = 41", count=1)
+    # Only the session's own cell (our call) counted: its history numbering never collides.
+    assert shell.execution_count == before + 1
     reply = run(shell, "counter += 1\ncounter")
     assert reply["outputs"][-1]["content"]["data"]["text/plain"] == "42"
     assert (sys.stdout, sys.stderr, shell.display_pub) == (stdout, stderr, display_pub)
