@@ -413,6 +413,8 @@ class RemoteSession:
             raise self._lost(execution.error.message if execution.error else "")
         try:
             reply = _calls.decode_cell_reply(execution.result)
+            if "spilled" in reply:
+                reply = await self._fetch_spilled(reply["spilled"])
         except _calls.HelperMissing:
             raise self._lost() from None
         except ValueError:
@@ -429,6 +431,16 @@ class RemoteSession:
         if "timeout" in code:
             raise self._timeout(timeout, hold.take())
         return CellReply.from_helper(reply)
+
+    async def _fetch_spilled(self, name: str) -> dict[str, Any]:
+        """A reply too large for the result value, which the helper wrote to ``/mnt/data``."""
+        with self._client_errors():
+            data = await self.client.download(self.identifier, name)
+            try:
+                await self.client.delete_file(self.identifier, name)
+            except SessionsError as exc:  # a leftover file is harmless; the outputs are what matter
+                self.log.info("Could not delete %s from the session: %s", name, exc)
+        return _calls.decode_cell_reply(data.decode("utf-8"))
 
     async def _run_live(self, call: str, execution_count: int | None, timeout: float, hold: _ErrorHold) -> CellReply:
         reply: dict[str, Any] | None = None

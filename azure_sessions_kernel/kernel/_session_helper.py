@@ -13,7 +13,9 @@ kernel runs each cell through :func:`run`, which executes the cell with
 writes, ``display_data`` / ``update_display_data`` / ``clear_output`` (with
 ``transient`` display ids), the ``execute_result`` bundle and the ``error``
 (ename, evalue, IPython-formatted traceback), and returns them as one JSON
-string: the cell's result value, which Azure passes back unchanged.
+string: the cell's result value, which Azure passes back unchanged (a reply
+over :data:`SPILL_BYTES` is written to a file in ``/mnt/data`` instead, and
+the result value points to it).
 
 On a pool that streams the session kernel's real iopub messages (the local
 pool's extension) the kernel calls :func:`run` with ``live=True`` instead:
@@ -30,7 +32,9 @@ import contextlib
 import getpass
 import io
 import json
+import os
 import sys
+import uuid
 
 #: Name under which the helper lives in the session's ``sys.modules``.
 MODULE_NAME = "_azure_sessions_kernel_session"
@@ -38,6 +42,14 @@ MODULE_NAME = "_azure_sessions_kernel_session"
 PROTOCOL = 1
 #: MIME type of the reply display published in live mode.
 REPLY_MIME = "application/vnd.azure-sessions-kernel.reply+json"
+#: Replies larger than this travel as a file instead of the result value:
+#: pools cap what one execution returns (the local pool at 8 MiB, Azure at an
+#: undocumented size), while the files API streams any size.
+SPILL_BYTES = 1 << 20
+#: Where spilled replies are written: the session's file area (reference §5),
+#: or where the session started when it has none at that path (a local pool
+#: without a sandbox), which is then its file area.
+SPILL_DIR = "/mnt/data" if os.path.isdir("/mnt/data") else os.getcwd()
 
 _STDIN_MESSAGE = (
     "input() is not available: this cell runs in a remote session, which has no stdin. "
@@ -265,7 +277,20 @@ def _cell(shell, code, live, execution_count, user_expressions):
         box["value"] = None
     else:
         reply["outputs"] = log.outputs
-        box["value"] = _dumps({"azure_sessions_kernel": PROTOCOL, **reply})
+        box["value"] = _spill_if_large(_dumps({"azure_sessions_kernel": PROTOCOL, **reply}))
+
+
+def _spill_if_large(reply_json):
+    """The reply itself, or a pointer to a file holding it; the kernel downloads and deletes the file."""
+    if len(reply_json) <= SPILL_BYTES:
+        return reply_json
+    name = "azure-sessions-kernel-reply-%s.json" % uuid.uuid4().hex
+    try:
+        with open(os.path.join(SPILL_DIR, name), "w", encoding="utf-8") as f:
+            f.write(reply_json)
+    except OSError:  # no room for the file: the result value is the only way left
+        return reply_json
+    return _dumps({"azure_sessions_kernel": PROTOCOL, "spilled": name})
 
 
 def run(code_b64, execution_count=None, silent=False, user_expressions=None, live=False):

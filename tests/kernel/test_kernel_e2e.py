@@ -147,6 +147,15 @@ def test_every_output_kind_in_order_with_full_bundles(kernel: Kernel) -> None:
     assert result["execution_count"] == reply["content"]["execution_count"]
 
 
+def test_large_outputs_arrive_whole(kernel: Kernel) -> None:
+    """Over the helper's 1 MiB result limit, the Azure-contract path goes through a file."""
+    reply, outputs = kernel.run("big = 'y' * 3_000_000\nprint(big)")
+    assert reply["content"]["status"] == "ok"
+    assert "".join(m["content"]["text"] for m in outputs if m["msg_type"] == "stream") == "y" * 3_000_000 + "\n"
+    _, outputs = kernel.run("%files")
+    assert "azure-sessions-kernel-reply" not in content(outputs, "display_data")[0]["data"]["text/plain"]
+
+
 def test_state_persists_and_execution_count_follows_the_cells(kernel: Kernel) -> None:
     first, _ = kernel.run("counter = 40")
     second, outputs = kernel.run("counter + 2")

@@ -167,6 +167,17 @@ def test_top_level_await(shell):
     assert kinds(reply) == ["stream", "execute_result"]
 
 
+def test_a_large_reply_is_written_to_a_file_the_result_points_to(shell, tmp_path, monkeypatch):
+    installed = sys.modules[helper.MODULE_NAME]
+    monkeypatch.setattr(installed, "SPILL_BYTES", 1000)
+    monkeypatch.setattr(installed, "SPILL_DIR", str(tmp_path))
+    pointer = run(shell, "print('x' * 5000)")
+    assert set(pointer) == {"azure_sessions_kernel", "spilled"}
+    spilled = _calls.decode_cell_reply((tmp_path / pointer["spilled"]).read_text())
+    assert spilled["outputs"] == [{"msg_type": "stream", "content": {"name": "stdout", "text": "x" * 5000 + "\n"}}]
+    assert run(shell, "print('small')")["outputs"][0]["content"]["text"] == "small\n"
+
+
 def test_missing_helper_is_reported_not_run(shell):
     module = sys.modules.pop(helper.MODULE_NAME)
     try:
