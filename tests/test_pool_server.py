@@ -96,7 +96,7 @@ def test_shutdown_leaves_no_session_process(start_pool):
         for ident in ("shut-a", "shut-b"):
             code = "import os, subprocess\nsubprocess.Popen('setsid sleep 1000 &', shell=True)\nos.getpid()"
             r = http.post("/executions", params={"api-version": V, "identifier": ident}, json={"code": code})
-            assert r.json()["status"] == "Succeeded"
+            assert r.status_code == 200 and r.json()["status"] == "Succeeded", r.text
         children = _descendants(pool.process.pid)
         assert children, "sessions run as children of the pool"
     assert pool.stop() == 0
