@@ -202,7 +202,8 @@ class RemoteSession:
 
     async def connect(self) -> Backend:
         """Connect once (starting or reusing the local pool when no endpoint is set)."""
-        if self._connecting is None or (self._connecting.done() and self._connecting.exception()):
+        failed = self._connecting is not None and self._connecting.done() and (self._connecting.cancelled() or self._connecting.exception())
+        if self._connecting is None or failed:
             self._connecting = asyncio.ensure_future(self._connect())
         return await asyncio.shield(self._connecting)
 
@@ -323,14 +324,21 @@ class RemoteSession:
         failure). ``interrupted`` is set by the kernel on SIGINT.
         """
         hold = _ErrorHold(emit)
+        sent = asyncio.Event()  # set when the cell goes out: the timeout counts from there
         run = asyncio.ensure_future(
-            self._run(code, execution_count, timeout, hold, silent, dict(user_expressions or {}), top_level_await)
+            self._run(code, execution_count, timeout, hold, silent, dict(user_expressions or {}), top_level_await, sent)
         )
         stop = asyncio.ensure_future(interrupted.wait())
+        sending = asyncio.ensure_future(sent.wait())
         try:
-            done, _ = await asyncio.wait({run, stop}, timeout=timeout + TIMEOUT_GRACE, return_when=asyncio.FIRST_COMPLETED)
+            # Connecting (maybe starting the local pool) and installing the helper are not the cell's time.
+            done, _ = await asyncio.wait({run, stop, sending}, return_when=asyncio.FIRST_COMPLETED)
+            if run not in done and stop not in done:
+                done, _ = await asyncio.wait({run, stop}, timeout=timeout + TIMEOUT_GRACE, return_when=asyncio.FIRST_COMPLETED)
             if run in done:
                 return run.result()
+            if stop in done and not sent.is_set():
+                raise CellInterrupted("Interrupted while connecting to the session; the cell did not run.")
             if stop in done and self.can_interrupt:
                 await self._interrupt_remote()
                 done, _ = await asyncio.wait({run}, timeout=INTERRUPT_GRACE)
@@ -349,18 +357,21 @@ class RemoteSession:
                 await self._interrupt_remote()
             raise self._timeout(timeout, hold.take())
         finally:
-            stop.cancel()
+            for waiter in (stop, sending):
+                waiter.cancel()
             if not run.done():
                 run.cancel()
             with contextlib.suppress(BaseException):
                 await run
             hold.flush()
 
-    def _timeout(self, timeout: float, interrupted_error: dict[str, Any] | None) -> CellTimeoutError:
+    def _timeout(self, timeout: float, interrupted_error: dict[str, Any] | None, pool_says: str = "") -> CellTimeoutError:
         if self.can_interrupt:
             what = "it was interrupted in the session, whose variables are kept"
+        elif pool_says:
+            what = f"the pool stopped it: {pool_says.rstrip('.')}"
         else:
-            what = "the session keeps running it until it ends or reaches its limit, and the next cell waits for it"
+            what = "the kernel stopped waiting, and the session keeps running it until it ends or reaches its own limit"
         # The traceback of the interrupt shows where the code was stopped.
         lines = list(interrupted_error["traceback"][:-1]) if interrupted_error and interrupted_error.get("traceback") else []
         message = f"The cell did not finish within its {timeout:g} s timeout (change it with %timeout); {what}."
@@ -381,8 +392,10 @@ class RemoteSession:
         silent: bool,
         user_expressions: dict[str, str],
         top_level_await: bool,
+        sent: asyncio.Event,
     ) -> CellReply:
         await self.ensure_ready()
+        sent.set()
         if self._raw:
             return await self._run_raw(code, execution_count, timeout, hold)
         live = self.has("stream")
@@ -419,9 +432,10 @@ class RemoteSession:
             raise self._lost() from None
         except ValueError:
             if "timeout" in code:  # pools drop the result value of a timed-out run
-                raise self._timeout(timeout, None) from None
+                raise self._timeout(timeout, None, execution.error.message if execution.error else "") from None
             self._emit_streams(execution, hold)
-            detail = (execution.error.message if execution.error else "") or execution.stderr.strip().splitlines()[-1:] or ""
+            last_lines = execution.stderr.strip().splitlines()[-1:]
+            detail = (execution.error.message if execution.error else "") or "".join(last_lines)
             raise BackendError(f"The session returned no result for this cell: {detail or 'no details'}.") from None
         for output in reply.get("outputs") or ():
             hold(output["msg_type"], self._with_count(output["msg_type"], dict(output["content"]), execution_count))
@@ -429,7 +443,7 @@ class RemoteSession:
         # libraries) bypasses the helper and comes back as plain stdout/stderr.
         self._emit_streams(execution, hold)
         if "timeout" in code:
-            raise self._timeout(timeout, hold.take())
+            raise self._timeout(timeout, hold.take(), execution.error.message if execution.error else "")
         return CellReply.from_helper(reply)
 
     async def _fetch_spilled(self, name: str) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from .. import __version__
 from ..client import DEFAULT_API_VERSION, MAX_EXECUTION_TIMEOUT, SessionsError
 from ._identifiers import named_identifier, random_identifier
 from ._magics import MAGIC_ERRORS, MAGIC_NAMES, SessionMagicError, SessionMagics, needs_connection, plan_cell, show_magic_error
-from ._remote import BackendError, KernelSessionError, RemoteSession
+from ._remote import BackendError, CellInterrupted, KernelSessionError, RemoteSession
 
 #: Setting this environment variable selects an Azure session pool (the name Azure's samples use).
 ENDPOINT_ENV = "AZURE_CONTAINER_APP_SESSION_POOL_MANAGEMENT_ENDPOINT"
@@ -231,12 +231,12 @@ class AzureSessionsKernel(IPythonKernel):
         try:
             plan = plan_cell(code)
         except SessionMagicError as exc:
-            return self._finish(code, store_history, silent, self._fail(BackendError(str(exc)), count, ename="UsageError"), count)
+            return self._finish(code, store_history, silent, self._fail("UsageError", str(exc), count), count)
         if needs_connection(plan.before + "\n" + plan.after):
             try:
-                await self.remote.connect()
+                await self._connect_interruptibly()
             except KernelSessionError as exc:
-                return self._finish(code, store_history, silent, self._fail(exc, count), count)
+                return self._finish(code, store_history, silent, self._fail(exc.ename, str(exc), count, exc.traceback), count)
         if not plan.remote:  # nothing for the session: ipykernel runs it as usual
             return await self._run_local(code, silent, store_history, user_expressions, allow_stdin, cell_meta, cell_id)
         if plan.before:
@@ -283,10 +283,10 @@ class AzureSessionsKernel(IPythonKernel):
                     top_level_await=self._needs_await(code),
                 )
         except KernelSessionError as exc:
-            return self._fail(exc, count)
+            return self._fail(exc.ename, str(exc), count, exc.traceback)
         except Exception as exc:  # a reply must always go out, or the notebook hangs
             self.log.exception("Running a cell in the session failed")
-            return self._fail(BackendError(f"The kernel failed while running the cell: {exc!r}"), count)
+            return self._fail(BackendError.ename, f"The kernel failed while running the cell: {exc!r}", count)
         reply: dict[str, Any] = {"status": cell.status, "execution_count": count}
         if cell.status != "ok":
             reply.update(ename=cell.ename, evalue=cell.evalue, traceback=cell.traceback)
@@ -306,12 +306,24 @@ class AzureSessionsKernel(IPythonKernel):
     def _publish(self, msg_type: str, content: dict[str, Any]) -> None:
         self.send_response(self.iopub_socket, msg_type, content)
 
-    def _fail(self, exc: KernelSessionError, count: int, *, ename: str | None = None) -> dict[str, Any]:
+    def _fail(self, ename: str, evalue: str, count: int, traceback: list[str] | None = None) -> dict[str, Any]:
         """Report a failure as IPython reports an exception: an ``error`` output and an error reply."""
-        name = ename or exc.ename
-        error = {"ename": name, "evalue": str(exc), "traceback": exc.traceback or [f"{name}: {exc}"]}
+        error = {"ename": ename, "evalue": evalue, "traceback": traceback or [f"{ename}: {evalue}"]}
         self._publish("error", error)
         return {"status": "error", "execution_count": count, **error, "payload": [], "user_expressions": {}}
+
+    async def _connect_interruptibly(self) -> None:
+        """Connect for our magics; the first connection may start the local pool, so let it be interrupted."""
+        interrupted = asyncio.Event()
+        with self._sigint_sets(interrupted):
+            connect = asyncio.ensure_future(self.remote.connect())
+            stop = asyncio.ensure_future(interrupted.wait())
+            done, _ = await asyncio.wait({connect, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+        if connect not in done:
+            connect.cancel()  # the connection itself goes on (shielded) and serves the next cell
+            raise CellInterrupted("Interrupted while connecting to the session pool; the cell did not run.")
+        connect.result()
 
     def _needs_await(self, code: str) -> bool:
         try:
