@@ -38,6 +38,11 @@ EventSink = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
+#: Run silently in every new kernel before it serves a user: an assignment and
+#: an expression in a throwaway scope exercise compile, exec and the AST path
+#: without binding anything in the user's namespace.
+_WARM_UP = "(lambda: [x * 2 for x in range(3)])()\n"
+
 
 class PoolError(Exception):
     """An error the HTTP layer turns into an Azure error envelope."""
@@ -64,6 +69,13 @@ class PoolConfig:
     kernel_ready_timeout: float = 60.0
     #: Finished asynchronous executions remembered per session for polling.
     executions_kept: int = 64
+    #: Modules imported into each *ready* session before it can be claimed, so a
+    #: first cell's ``import pandas`` is a dictionary lookup. Bound to no name.
+    preload: tuple[str, ...] = ()
+    #: Seconds between claiming a ready sandbox and starting its replacement:
+    #: a kernel start takes a core for ~0.7 s, which on a small machine would
+    #: otherwise compete with the claiming session's first cell.
+    refill_delay: float = 0.3
 
 
 @dataclasses.dataclass
@@ -150,13 +162,22 @@ class SessionManager:
 
     # ------------------------------------------------------------------ warm pool
 
-    async def _new_sandbox(self) -> tuple[Sandbox, AsyncKernelClient]:
+    async def _new_sandbox(self, preload: tuple[str, ...] = ()) -> tuple[Sandbox, AsyncKernelClient]:
         sandbox = await self.launcher.start()
         kc = AsyncKernelClient()
         kc.load_connection_info(sandbox.connection_info)
-        kc.start_channels()
+        # No heartbeat channel: it is a thread per session here, and jupyter_client's
+        # wait_for_ready declares a kernel dead when its heartbeat is late, which
+        # under a burst of starts on a small machine is merely slow. The sandbox's
+        # process tells life from death instead.
+        kc.start_channels(hb=False)
         try:
-            await kc.wait_for_ready(timeout=self.config.kernel_ready_timeout)
+            await self._wait_for_kernel_info(kc, sandbox)
+            # A fresh ipykernel's first execute is slow (compiler, AST and
+            # display machinery load lazily); pay that here, not in the user's cell.
+            await self._quiet_execute(kc, _WARM_UP, sandbox)
+            if preload:
+                await self._preload(kc, sandbox, preload)
         except BaseException as exc:
             reason = sandbox.death_reason() if not sandbox.is_alive() else None
             await self._dispose(sandbox, kc)
@@ -165,6 +186,64 @@ class SessionManager:
             raise SandboxError(f"The session's kernel did not start: {reason or exc}") from exc
         return sandbox, kc
 
+    async def _wait_for_kernel_info(self, kc: AsyncKernelClient, sandbox: Sandbox) -> None:
+        deadline = time.monotonic() + self.config.kernel_ready_timeout
+        while True:
+            msg_id = kc.kernel_info()
+            with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
+                while True:
+                    r = await kc.get_shell_msg(timeout=1.0)
+                    if r.get("parent_header", {}).get("msg_id") == msg_id:
+                        break
+                break
+            if not sandbox.is_alive():
+                raise SandboxError(sandbox.death_reason() or "the kernel exited before answering kernel_info")
+            if time.monotonic() > deadline:
+                raise SandboxError(f"the kernel did not answer kernel_info within {self.config.kernel_ready_timeout:.0f} s")
+        # The start-up status messages are nobody's; drop them.
+        with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
+            while True:
+                await kc.get_iopub_msg(timeout=0.2)
+
+    async def _quiet_execute(self, kc: AsyncKernelClient, code: str, sandbox: Sandbox) -> dict[str, Any]:
+        """Run ``code`` silently (no execution count, history, ``_`` or outputs); the reply content.
+
+        Drains the request's iopub messages up to ``idle`` so that the first
+        user execution reads only its own.
+        """
+        msg = kc.session.msg("execute_request", {"code": code, "silent": True, "store_history": False,
+                                                  "user_expressions": {}, "allow_stdin": False, "stop_on_error": False})
+        kc.shell_channel.send(msg)
+        msg_id = msg["header"]["msg_id"]
+        deadline = time.monotonic() + self.config.kernel_ready_timeout
+        reply: dict[str, Any] | None = None
+        idle = False
+        while reply is None or not idle:
+            if time.monotonic() > deadline:
+                raise SandboxError(f"the session's kernel did not finish its warm-up within {self.config.kernel_ready_timeout:.0f} s")
+            if not sandbox.is_alive():
+                raise SandboxError(sandbox.death_reason() or "the kernel exited during its warm-up")
+            with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
+                if reply is None:
+                    r = await kc.get_shell_msg(timeout=0.2)
+                    if r.get("parent_header", {}).get("msg_id") == msg_id:
+                        reply = r["content"]
+                    continue
+                m = await kc.get_iopub_msg(timeout=0.2)
+                if (m.get("parent_header", {}).get("msg_id") == msg_id and m["header"]["msg_type"] == "status"
+                        and m["content"].get("execution_state") == "idle"):
+                    idle = True
+        return reply
+
+    async def _preload(self, kc: AsyncKernelClient, sandbox: Sandbox, modules: tuple[str, ...]) -> None:
+        # importlib, not `import`: the modules land in sys.modules only, so the
+        # user's namespace stays as empty as a fresh session's.
+        code = "".join(f"__import__('importlib').import_module({m!r})\n" for m in modules)
+        reply = await self._quiet_execute(kc, code, sandbox)
+        if reply.get("status") != "ok":
+            # Best effort: a session without the preload is slower, not wrong.
+            log.warning("preloading %s failed in a ready session: %s: %s", ", ".join(modules), reply.get("ename"), reply.get("evalue"))
+
     async def _keep_warm(self) -> None:
         while not self._closed:
             await self._refill.wait()
@@ -172,7 +251,7 @@ class SessionManager:
             while not self._closed and self._wanted_ready() > 0:
                 self._starting += 1
                 try:
-                    pair = await self._new_sandbox()
+                    pair = await self._new_sandbox(self.config.preload)
                 except Exception as exc:  # keep serving; report on allocation
                     self.last_start_error = str(exc)
                     log.error("could not start a ready sandbox: %s", exc)
@@ -191,7 +270,7 @@ class SessionManager:
         while self._ready:
             sandbox, kc = self._ready.pop(0)
             if sandbox.is_alive():
-                self._refill.set()
+                asyncio.get_running_loop().call_later(self.config.refill_delay, self._refill.set)
                 return sandbox, kc
             await self._dispose(sandbox, kc)
         self._refill.set()
