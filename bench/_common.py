@@ -14,6 +14,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -39,8 +40,10 @@ class Pool:
 def running_pool(*args: str) -> Iterator[Pool]:
     """A private ``azure-sessions-kernel serve`` for one benchmark."""
     token = secrets.token_urlsafe(16)
+    # The pool's log goes to a file, so a failing pool cannot bury the tables; its errors are summarised below.
+    log = tempfile.NamedTemporaryFile("w+", prefix="ask-bench-pool-", suffix=".log", delete=False)
     proc = subprocess.Popen([sys.executable, "-m", "azure_sessions_kernel", "serve", "--port", "0", f"--token={token}",
-                             "--log-level", "error", *args], stdout=subprocess.PIPE, text=True, cwd=REPO)
+                             "--log-level", "error", *args], stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
     assert proc.stdout is not None
     endpoint = None
     for line in proc.stdout:
@@ -58,6 +61,12 @@ def running_pool(*args: str) -> Iterator[Pool]:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
+        errors = [line for line in Path(log.name).read_text(errors="replace").splitlines() if "ERROR" in line]
+        if errors:
+            print(f"\n(pool {' '.join(args)}: {len(errors)} error lines in {log.name}; first: {errors[0][:300]})", flush=True)
+        else:
+            os.unlink(log.name)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
