@@ -342,3 +342,27 @@ def test_shutdown_deletes_the_kernels_own_session(setup: Setup) -> None:
     km.shutdown_kernel(now=False)
     with pytest.raises(SessionNotFoundError):
         client.get_session(identifier)
+
+
+@pytest.mark.parametrize("api_version", ["2024-02-02-preview", "2024-10-02-preview"])
+def test_older_api_versions(api_version: str, jupyter_path: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The kernel on an Azure-strict pool spoken to with an older data-plane generation."""
+    pool = request.getfixturevalue("strict_pool")
+    ipython_dir = tmp_path / "ipython"
+    write_kernel_config(ipython_dir, endpoint=pool.endpoint, token=pool.token, api_version=api_version)
+    (tmp_path / "in.txt").write_text("payload")
+    with environment(JUPYTER_PATH=str(jupyter_path), IPYTHONDIR=str(ipython_dir)):
+        km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(tmp_path))
+        try:
+            kernel = Kernel(km, kc, Setup("strict", pool, tmp_path))
+            reply, outputs = kernel.run("from IPython.display import HTML, display\ndisplay(HTML('<i>x</i>'))\n6 * 7")
+            assert kinds(outputs) == ["display_data", "execute_result"]
+            reply, outputs = kernel.run("1 / 0")
+            assert reply["content"]["ename"] == "ZeroDivisionError"
+            reply, _ = kernel.run("%upload in.txt\ntext = open('in.txt').read().upper()\nopen('out.txt', 'w').write(text)\n%download out.txt")
+            assert reply["content"]["status"] == "ok" and (tmp_path / "out.txt").read_text() == "PAYLOAD"
+            _, outputs = kernel.run("%session")
+            assert f"api version   {api_version}" in outputs[0]["content"]["text"]
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=False)
