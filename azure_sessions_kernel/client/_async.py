@@ -177,14 +177,16 @@ class AsyncSessionsClient(ClientBase):
         async def events() -> AsyncIterator[StreamEvent]:
             decoder = self._decoder()
             response = await self._run(self._exchange(call))
+            ready: list[StreamEvent] = []
             try:
                 async for chunk in response.aiter_bytes():
-                    ready = decoder.feed(chunk)
                     if decoder.finished:
-                        break  # hand out the last events once the connection is released
-                    for event in ready:
-                        yield event
-                else:
+                        continue  # read the body's end so the connection is reused for the next cell
+                    ready = decoder.feed(chunk)
+                    if not decoder.finished:
+                        for event in ready:
+                            yield event
+                if not decoder.finished:
                     ready = decoder.finish()
             except httpx.RequestError as exc:
                 raise self._transport_error(exc, call) from exc

@@ -201,13 +201,15 @@ class SessionsClient(ClientBase):
         def events() -> Iterator[StreamEvent]:
             decoder = self._decoder()
             with contextlib.closing(self._run(self._exchange(call))) as response:
+                ready: list[StreamEvent] = []
                 try:
                     for chunk in response.iter_bytes():
-                        ready = decoder.feed(chunk)
                         if decoder.finished:
-                            break  # hand out the last events once the connection is released
-                        yield from ready
-                    else:
+                            continue  # read the body's end so the connection is reused for the next cell
+                        ready = decoder.feed(chunk)
+                        if not decoder.finished:
+                            yield from ready
+                    if not decoder.finished:
                         ready = decoder.finish()
                 except httpx.RequestError as exc:
                     raise self._transport_error(exc, call) from exc
