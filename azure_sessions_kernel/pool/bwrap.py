@@ -1208,9 +1208,12 @@ class BwrapLauncher(Launcher):
         """bwrap writes ``{"child-pid": N}`` on its status fd once the namespaces exist."""
         buffer = b""
         deadline = time.monotonic() + timeout
+        # poll(), not select(): a pool with hundreds of sessions has fds above FD_SETSIZE (1024).
+        poller = select.poll()
+        poller.register(status_fd, select.POLLIN)
         while b"\n" not in buffer:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([status_fd], [], [], remaining)[0]:
+            if remaining <= 0 or not poller.poll(remaining * 1000):
                 raise SandboxError("bubblewrap did not report its sandbox within 15 s")
             chunk = os.read(status_fd, 4096)
             if not chunk:
