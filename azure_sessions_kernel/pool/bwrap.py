@@ -20,7 +20,8 @@ runs as root:
 * L3 rlimits: no core files, file size, open files, processes per uid;
 * L4/L5 bwrap: new user, pid, network (loopback only), ipc, uts, cgroup and
   mount namespaces; a read-only ``/usr`` and image, a private ``/tmp``, a
-  read-only ``/proc/sys``, synthetic ``/etc/passwd``; ``/mnt/data`` is a
+  read-only ``/proc/sys`` and ``/dev`` (with a sized ``/dev/shm``), synthetic
+  ``/etc/passwd``; ``/mnt/data`` is a
   per-session host tmpfs with a size and inode quota;
 * L6 no capabilities (``--cap-drop ALL``), ``no_new_privs``;
 * L7 a seccomp deny-list against the kernel surface a notebook never needs.
@@ -34,7 +35,8 @@ Host layout under the state root (``/run/ask`` as root)::
     runner/session_kernel.py   copy of the runner, bound read-only into each sandbox
     etc/{passwd,group,hosts}   the sandbox's synthetic /etc files
     slots/<n>.lock             flock held by the launcher that owns slot n
-    <n>/k/                     kernel.json and the ipc sockets (session uid, 0700) -> /run/jk
+    <n>/k/                     kernel.json and the ipc sockets (session uid, 0700;
+                               root's, 0755, once they are bound)               -> /run/jk
     <n>/data/                  tmpfs (session uid, 0700)                          -> /mnt/data
     <n>/cgroups.json           the cgroup directories made for the slot, for cleanup
 
@@ -115,6 +117,14 @@ CHANNEL_PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_por
 # sun_path holds 108 bytes; "<kernel dir>/k-5" must fit with room to spare.
 _MAX_KERNEL_DIR_LEN = 90
 _OUTPUT_TAIL_BYTES = 16 * 1024
+#: Largest /dev/shm of a session (the /tmp size when smaller).
+SHM_SIZE = 64 * MiB
+#: Environment variables that move the pool's state root and session uid range
+#: (tests use them to keep their pools apart from any other pool on the host).
+#: Each state root needs a uid range of its own.
+STATE_ROOT_ENV = "AZURE_SESSIONS_KERNEL_STATE_ROOT"
+UID_BASE_ENV = "AZURE_SESSIONS_KERNEL_UID_BASE"
+DEFAULT_UID_BASE = 200_000
 
 
 def _format_bytes(n: int) -> str:
@@ -675,9 +685,12 @@ def build_bwrap_argv(spec: SandboxSpec) -> list[str]:
         "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
         "--ro-bind-try", "/proc/irq", "/proc/irq", "--ro-bind-try", "/proc/bus", "/proc/bus",
         "--dev", "/dev",
+        # bwrap's /dev is a session-owned tmpfs without a size: give /dev/shm
+        # (POSIX shared memory, semaphores) a size and make the rest read-only.
+        "--size", str(min(spec.limits.tmp_size, SHM_SIZE)), "--tmpfs", "/dev/shm",
         "--bind", str(spec.kernel_dir), SANDBOX_KERNEL_DIR,
         "--bind", str(spec.data_dir), SANDBOX_DATA_DIR,
-        "--remount-ro", "/",
+        "--remount-ro", "/", "--remount-ro", "/dev",
         "--chdir", SANDBOX_DATA_DIR,
     ]
     env = sandbox_environment(spec.image, spec.limits)
@@ -764,8 +777,11 @@ class BwrapSandbox(Sandbox):
         cgroups: _SessionCgroups,
         connection_info: dict[str, Any],
         output: OutputTail,
+        status_fd: int = -1,
     ):
         self._launcher = launcher
+        self._status_fd = status_fd
+        self._status = b""
         self._slot = slot
         self._process = process
         self._cgroups = cgroups
@@ -774,6 +790,7 @@ class BwrapSandbox(Sandbox):
         self._killed = False
         self._stopped_by_us = False
         self._oom_kills: int | None = None
+        self._sealed = False
         self.data_dir = slot.data_dir
         self.connection_info = connection_info
         self.pid = process.pid
@@ -790,7 +807,38 @@ class BwrapSandbox(Sandbox):
         return f"<BwrapSandbox slot={self.slot} uid={self.uid} pid={self.pid} alive={self.is_alive()}>"
 
     def is_alive(self) -> bool:
-        return not self._killed and self._process.poll() is None
+        alive = not self._killed and self._process.poll() is None
+        if alive and not self._sealed:
+            # The manager asks before claiming a sandbox and before every
+            # execution, so no user code runs before the seal.
+            self._seal_kernel_dir()
+        return alive
+
+    def _seal_kernel_dir(self) -> None:
+        """Take the socket directory away from the session once the kernel has bound its sockets.
+
+        The pool (root) connects to ``<kernel dir>/k-N`` by path and connect()
+        follows symlinks: were the directory still the session's, its code
+        could swap a socket for a link to any host socket and have the pool
+        connect there at the next ZeroMQ reconnect (and it could fill the
+        host disk through ``/run/jk``). Root-owned and 0755, the bound sockets
+        keep working but no name in it can be added, renamed or removed.
+        Not possible unprivileged: the session's uid is the pool's own.
+        """
+        kernel_dir = self._slot.kernel_dir
+        if self._slot.uid is None:
+            return
+        with contextlib.suppress(OSError):
+            if {f"k-{port}" for port in CHANNEL_PORTS.values()} <= set(os.listdir(kernel_dir)):
+                os.chown(kernel_dir, 0, 0)
+                os.chmod(kernel_dir, 0o755)
+                self._sealed = True
+
+    def _seal_when_bound(self, timeout: float = 120.0) -> None:
+        """Seal as soon as the sockets exist (thread started by the launcher; :meth:`is_alive` is the backstop)."""
+        deadline = time.monotonic() + timeout
+        while not self._sealed and self.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def death_reason(self) -> str | None:
         if self.is_alive():
@@ -800,8 +848,24 @@ class BwrapSandbox(Sandbox):
             return f"the session ran out of memory (limit {_format_bytes(self._launcher.limits.memory)})"
         if self._stopped_by_us:
             return "the session was stopped"
-        returncode = self._process.poll()
+        returncode = self._kernel_exit_code()
+        if returncode is None:
+            returncode = self._process.poll()
         return describe_exit(returncode if returncode is not None else -signal.SIGKILL, self._output.text())
+
+    def _kernel_exit_code(self) -> int | None:
+        """The kernel's exit status as bwrap reported it on the status pipe (128+N for signal N)."""
+        if self._status_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.set_blocking(self._status_fd, False)
+                while chunk := os.read(self._status_fd, 4096):
+                    self._status += chunk
+        for line in self._status.splitlines():
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                code = json.loads(line).get("exit-code")
+                if isinstance(code, int):
+                    return code
+        return None
 
     def usage(self) -> dict[str, Any]:
         return {**self._cgroups.usage(), "limits": self._launcher.limits.describe()}
@@ -829,6 +893,10 @@ class BwrapSandbox(Sandbox):
             except subprocess.TimeoutExpired:
                 pass
             self._oom_kills = self._cgroups.oom_kills()
+            self._kernel_exit_code()  # keep what bwrap reported, then let go of the pipe
+            if self._status_fd >= 0:
+                os.close(self._status_fd)
+                self._status_fd = -1
             self._launcher._release_slot(self._slot, self._cgroups)
             self._killed = True
 
@@ -839,6 +907,8 @@ class BwrapSandbox(Sandbox):
 
 
 def _default_state_root() -> Path:
+    if os.environ.get(STATE_ROOT_ENV):
+        return Path(os.environ[STATE_ROOT_ENV])
     if os.geteuid() == 0:
         return Path("/run/ask")
     runtime = os.environ.get("XDG_RUNTIME_DIR")
@@ -869,6 +939,8 @@ class BwrapLauncher(Launcher):
 
     ``state_root`` and ``uid_base`` (the session uids are
     ``uid_base + slot`` for slots ``0 .. max_sessions-1``) default to
+    ``$AZURE_SESSIONS_KERNEL_STATE_ROOT`` and ``$AZURE_SESSIONS_KERNEL_UID_BASE``
+    when set, else to
     ``/run/ask`` and 200000 as root.
     """
 
@@ -878,7 +950,7 @@ class BwrapLauncher(Launcher):
         limits: SandboxLimits | None = None,
         state_root: str | os.PathLike[str] | None = None,
         *,
-        uid_base: int = 200_000,
+        uid_base: int | None = None,
         max_sessions: int = 1000,
         seccomp: bool = True,
         bwrap: str | None = None,
@@ -886,7 +958,7 @@ class BwrapLauncher(Launcher):
         self.limits = limits or SandboxLimits()
         self.privileged = os.geteuid() == 0
         self.state_root = Path(state_root or _default_state_root()).absolute()
-        self.uid_base = uid_base
+        self.uid_base = uid_base if uid_base is not None else int(os.environ.get(UID_BASE_ENV) or DEFAULT_UID_BASE)
         self.max_sessions = max_sessions
         self._slots_in_use: set[int] = set()
         self._sandboxes: set[BwrapSandbox] = set()
@@ -1075,12 +1147,14 @@ class BwrapLauncher(Launcher):
             connection_info = self._prepare_slot(slot)
             cgroups = _SessionCgroups.create(self._hierarchies, str(slot.number), self.limits)
             write_atomically(slot.state_dir / "cgroups.json", json.dumps([str(leaf) for _, leaf in cgroups.leaves]), 0o600)
-            process, child_pid, output = self._spawn(slot, cgroups)
+            process, child_pid, output, status_fd = self._spawn(slot, cgroups)
         except BaseException:
             cgroups.kill()
             self._release_slot(slot, cgroups)
             raise
-        sandbox = BwrapSandbox(self, slot, process, child_pid, cgroups, connection_info, output)
+        sandbox = BwrapSandbox(self, slot, process, child_pid, cgroups, connection_info, output, status_fd)
+        if slot.uid is not None:
+            threading.Thread(target=sandbox._seal_when_bound, name="seal-kernel-dir", daemon=True).start()
         with self._lock:
             self._sandboxes.add(sandbox)
         return sandbox
@@ -1093,7 +1167,11 @@ class BwrapLauncher(Launcher):
                 slot = self._try_lock_slot(number)
                 if slot is None:
                     continue  # another launcher holds it
-                if slot.uid is not None and self._uid_taken(slot.uid):
+                if slot.uid is not None and (
+                    self._uid_taken(slot.uid) or (not slot.state_dir.exists() and _processes_of_uid(slot.uid))
+                ):
+                    # A passwd entry, or live processes of a pool on another state root
+                    # with an overlapping uid range: sharing the uid would let them meet.
                     os.close(slot.lock_fd)
                     continue
                 self._slots_in_use.add(number)
@@ -1152,7 +1230,8 @@ class BwrapLauncher(Launcher):
             capped.append((which, value if hard == resource.RLIM_INFINITY else min(value, hard)))
         return capped
 
-    def _spawn(self, slot: _Slot, cgroups: _SessionCgroups) -> tuple[subprocess.Popen[bytes], int, OutputTail]:
+    def _spawn(self, slot: _Slot, cgroups: _SessionCgroups) -> tuple[subprocess.Popen[bytes], int, OutputTail, int]:
+        """Start bwrap; returns it, its inner init's pid, its output and the read end of its status pipe."""
         seccomp_fd = -1
         status_r, status_w = os.pipe()
         try:
@@ -1195,13 +1274,14 @@ class BwrapLauncher(Launcher):
         try:
             child_pid = self._read_child_pid(status_r)
         except SandboxError as exc:
+            os.close(status_r)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             process.wait()
             raise SandboxError(f"{exc}: {output.text(wait=1.0).strip() or 'no output'}") from None
-        finally:
-            os.close(status_r)
-        return process, child_pid, output
+        # Kept open: bwrap reports the kernel's exit status there when it ends
+        # (and would die of SIGPIPE writing it to a closed pipe, hiding the cause).
+        return process, child_pid, output, status_r
 
     @staticmethod
     def _read_child_pid(status_fd: int, timeout: float = 15.0) -> int:
