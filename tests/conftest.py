@@ -51,14 +51,27 @@ class RunningPool:
         return self.process.returncode
 
 
-def launch_pool(*extra: str, strict: bool = False, token: str | None = None, ready: int = 1) -> RunningPool:
-    """Start ``azure-sessions-kernel serve`` and wait for its endpoint line."""
+def launch_pool(
+    *extra: str,
+    strict: bool = False,
+    token: str | None = None,
+    ready: int = 1,
+    env: dict[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> RunningPool:
+    """Start ``azure-sessions-kernel serve`` and wait for its endpoint line.
+
+    ``env`` is added to this process's environment; ``pass_fds`` are
+    inherited by the server (the battery passes a decoy to catch fd leaks).
+    """
     token = token or secrets.token_urlsafe(16)
     argv = [sys.executable, "-m", "azure_sessions_kernel", "serve", "--port", "0", f"--token={token}",
             "--ready-sessions", str(ready), "--log-level", "warning", *extra]
     if strict:
         argv.append("--azure-strict")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=None, text=True, cwd=REPO)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=None, text=True, cwd=REPO, env={**os.environ, **(env or {})}, pass_fds=pass_fds
+    )
     banner: list[str] = []
     deadline = time.monotonic() + 120
     assert proc.stdout is not None
@@ -97,8 +110,8 @@ def start_pool() -> Iterator[object]:
     """Factory for private pools with custom options; all are stopped after the test."""
     started: list[RunningPool] = []
 
-    def start(*extra: str, strict: bool = False, ready: int = 1) -> RunningPool:
-        pool = launch_pool(*extra, strict=strict, ready=ready)
+    def start(*extra: str, strict: bool = False, ready: int = 1, env: dict[str, str] | None = None) -> RunningPool:
+        pool = launch_pool(*extra, strict=strict, ready=ready, env=env)
         started.append(pool)
         return pool
 
