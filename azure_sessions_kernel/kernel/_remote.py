@@ -205,7 +205,13 @@ class RemoteSession:
         failed = self._connecting is not None and self._connecting.done() and (self._connecting.cancelled() or self._connecting.exception())
         if self._connecting is None or failed:
             self._connecting = asyncio.ensure_future(self._connect())
-        return await asyncio.shield(self._connecting)
+        try:
+            return await asyncio.shield(self._connecting)
+        except (KernelSessionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # e.g. a credential library that cannot load: still one clear error
+            self.log.warning("Connecting to the session pool failed", exc_info=True)
+            raise BackendError(f"Could not connect to the session pool: {type(exc).__name__}: {exc}") from exc
 
     async def _connect(self) -> Backend:
         endpoint, token, isolation = self._endpoint, self._token, None
@@ -551,6 +557,8 @@ class RemoteSession:
             self.forget_helper()
         except (SessionsError, KernelSessionError, ValueError, asyncio.TimeoutError) as exc:
             self.log.info("Remote %s failed: %s", kind, exc)
+        except Exception:  # an editor's request must get an (empty) answer, whatever went wrong
+            self.log.warning("Remote %s failed unexpectedly", kind, exc_info=True)
         return None
 
     # -- session lifetime ----------------------------------------------------------------
@@ -570,18 +578,22 @@ class RemoteSession:
             pass
 
     async def close(self, *, delete: bool) -> None:
-        """Release everything; delete the session first when asked (best effort)."""
-        if self._client is not None:
+        """Release everything; delete the session first when asked (best effort, never raises)."""
+        client, self._client = self._client, None
+        if client is not None:
             if delete:
                 try:
-                    await asyncio.wait_for(self._client.delete_session(self.identifier), 10)
-                except (SessionsError, asyncio.TimeoutError) as exc:
+                    await asyncio.wait_for(client.delete_session(self.identifier), 10)
+                except Exception as exc:
                     self.log.info("Could not delete the session at shutdown: %s", exc)
-            await self._client.close()
-            self._client = None
-        if self._sync_client is not None:
-            self._sync_client.close()
-            self._sync_client = None
+            try:
+                await client.close()
+            except Exception as exc:
+                self.log.info("Closing the session client failed: %s", exc)
+        sync_client, self._sync_client = self._sync_client, None
+        if sync_client is not None:
+            with contextlib.suppress(Exception):
+                sync_client.close()
         if self._lease is not None:
-            self._lease.release()
+            self._lease.release()  # the local pool ends with its last lease
             self._lease = None
