@@ -952,13 +952,13 @@ def test_r6_output_floods_are_truncated_and_the_server_stays_small(api, bystande
         # bound: the session's own memory limit ends it first; reported, server untouched.
         assert code.startswith("while True") and body["error"]["error"]["code"] == "SessionCrashed"
     else:
-        assert "[output truncated: this execution produced more than" in body["result"]["stderr"]
+        # Past the cap (collected), or a single message over it (refused by the transport).
+        assert "[output truncated: " in body["result"]["stderr"]
     assert len(body["result"]["stdout"]) <= 1 << 20
     assert api.server_rss() - before < 256 * MiB
     assert_unharmed(api, bystander)
 
 
-@pytest.mark.xfail(strict=True, reason="needs sessions.py to bound the pool's iopub socket (ZMQ RCVHWM/MAXMSGSIZE); see README")
 def test_r6_unsolicited_iopub_flood_cannot_grow_the_server(api, bystander, session):
     before = api.server_rss()
     api.value(session, (

@@ -26,6 +26,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import zmq
+import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 
 from .. import wire
@@ -35,6 +37,11 @@ log = logging.getLogger("azure_sessions_kernel.pool")
 
 #: Called with each iopub message (``msg_type``, ``content``) an execution produces.
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None] | None]
+
+#: Messages a session's iopub may queue in the server before the kernel's sends are dropped.
+IOPUB_HWM = 64
+#: After the execute_reply, how long to wait for the final 'idle' before concluding it was dropped.
+IDLE_AFTER_REPLY = 5.0
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -103,6 +110,8 @@ class PoolSession:
         self.running_msg_id: str | None = None
         self.executions: OrderedDict[str, wire.Execution] = OrderedDict()
         self.closed = False
+        #: Reads and drops iopub messages while no execution runs (see SessionManager._drain).
+        self.drain_task: asyncio.Task[None] | None = None
 
     def touch(self) -> None:
         self.last_accessed_at = time.time()
@@ -133,6 +142,14 @@ class SessionManager:
         self._tasks: list[asyncio.Task[Any]] = []
         self._refill = asyncio.Event()
         self._closed = False
+        # One ZeroMQ context for every kernel client, with receive limits: a
+        # session's kernel can publish without being asked (a thread printing
+        # after its cell ended), and without a bound those messages queue up in
+        # this server. At most IOPUB_HWM messages wait per session, and a single
+        # message larger than the output cap is refused by the transport.
+        self._zmq = zmq.asyncio.Context()
+        self._zmq.setsockopt(zmq.RCVHWM, IOPUB_HWM)
+        self._zmq.setsockopt(zmq.MAXMSGSIZE, self.config.output_cap + (1 << 20))
         self.last_start_error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -159,12 +176,13 @@ class SessionManager:
             return_exceptions=True,
         )
         await self.launcher.close()
+        self._zmq.destroy(linger=0)
 
     # ------------------------------------------------------------------ warm pool
 
     async def _new_sandbox(self, preload: tuple[str, ...] = ()) -> tuple[Sandbox, AsyncKernelClient]:
         sandbox = await self.launcher.start()
-        kc = AsyncKernelClient()
+        kc = AsyncKernelClient(context=self._zmq)
         kc.load_connection_info(sandbox.connection_info)
         # No heartbeat channel: it is a thread per session here, and jupyter_client's
         # wait_for_ready declares a kernel dead when its heartbeat is late, which
@@ -319,6 +337,7 @@ class SessionManager:
             sandbox, kc = await self._claim_sandbox()
             s = PoolSession(identifier, sandbox, kc)
             self.sessions[identifier] = s
+            self._start_drain(s)
             future.set_result(s)
             log.info("session %s allocated (%d active)", _short(identifier), len(self.sessions))
             return s
@@ -339,6 +358,7 @@ class SessionManager:
         if s is None:
             return False
         s.closed = True
+        await self._stop_drain(s)
         await self._dispose(s.sandbox, s.kc)
         self._refill.set()
         log.info("session %s deleted (%d active)", _short(identifier), len(self.sessions))
@@ -352,6 +372,32 @@ class SessionManager:
                 if not s.lock.locked() and s.expires_at(self.config.cooldown) <= now:
                     log.info("session %s expired after %.0f s idle", _short(s.identifier), self.config.cooldown)
                     await self.delete(s.identifier)
+
+    # ------------------------------------------------------------------ idle iopub
+
+    def _start_drain(self, s: PoolSession) -> None:
+        """Read and drop iopub while no execution runs (idempotent).
+
+        Whatever a session publishes between executions is nobody's output;
+        reading it keeps the receive queue (bounded by IOPUB_HWM) empty.
+        Status messages of completion and inspection requests end here too.
+        """
+        if s.closed or (s.drain_task is not None and not s.drain_task.done()):
+            return
+        s.drain_task = asyncio.create_task(self._drain(s), name="iopub-drain")
+
+    async def _stop_drain(self, s: PoolSession) -> None:
+        task, s.drain_task = s.drain_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @staticmethod
+    async def _drain(s: PoolSession) -> None:
+        while not s.closed:
+            with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
+                await s.kc.get_iopub_msg(timeout=1.0)
 
     # ------------------------------------------------------------------ executions
 
@@ -374,6 +420,7 @@ class SessionManager:
         started = time.monotonic()
         async with s.lock:
             s.touch()
+            await self._stop_drain(s)
             try:
                 if s.closed:
                     raise _SessionGone("The session was deleted while this execution waited for it.")
@@ -386,6 +433,7 @@ class SessionManager:
             finally:
                 s.running_msg_id = None
                 s.touch()
+                self._start_drain(s)
         collected, reply, error = outcome
         return self._finish(s, req, execution_id, started, collected, reply, error=error)
 
@@ -412,11 +460,18 @@ class SessionManager:
         collected = _Collected()
         deadline = time.monotonic() + req.timeout_in_seconds
         reply: dict[str, Any] | None = None
+        reply_at = 0.0
         idle = False
         interrupted_at: float | None = None
 
         while not (idle and reply is not None):
             now = time.monotonic()
+            if reply is not None and now > reply_at + IDLE_AFTER_REPLY:
+                # The transport dropped messages (an oversized one, or a flood past
+                # the receive limit), the final 'idle' among them: end here.
+                cap = self.config.output_cap // 2**20
+                collected.events.append(("stream", {"name": "stderr", "text": f"\n[output truncated: some output of this execution was larger than the {cap} MiB the pool accepts and was dropped]\n"}))
+                break
             if interrupted_at is None and now >= deadline:
                 await self.interrupt(s)
                 interrupted_at = now
@@ -446,7 +501,7 @@ class SessionManager:
                     r = await kc.get_shell_msg(timeout=wait if idle else 0)
                     got_any = True
                     if r.get("parent_header", {}).get("msg_id") == msg_id:
-                        reply = r["content"]
+                        reply, reply_at = r["content"], time.monotonic()
             if not got_any and not s.sandbox.is_alive():
                 raise _SessionGone(self._crash_message(s))
         if interrupted_at is not None:
