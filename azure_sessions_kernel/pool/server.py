@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--pids", type=int, default=256, help="processes and threads per session (default: 256)")
     sb.add_argument("--cpus", type=float, default=1.0, help="CPU cores per session (default: 1.0)")
     sb.add_argument("--data-size", type=_size, default=_size("1G"), help="size of each session's /mnt/data (default: 1G)")
+    sb.add_argument("--data-inodes", type=int, default=65536, help="files and folders allowed in each session's /mnt/data (default: 65536)")
+    sb.add_argument("--tmp-size", type=_size, default=_size("256M"), help="size of each session's private /tmp (default: 256M)")
     sb.add_argument("--insecure-no-sandbox", action="store_true", help="run sessions as plain processes with NO isolation (development only; dangerous)")
     run = p.add_argument_group("embedding")
     run.add_argument("--runtime-file", type=Path, help="write {endpoint, token, pid} here (mode 0600) once serving; removed on exit")
@@ -103,7 +105,8 @@ def build_launcher(args: argparse.Namespace) -> Launcher:
         return InsecureLauncher(image=image)
     from .bwrap import BwrapLauncher, SandboxLimits
 
-    limits = SandboxLimits(memory=args.memory, pids=args.pids, cpus=args.cpus, data_size=args.data_size)
+    limits = SandboxLimits(memory=args.memory, pids=args.pids, cpus=args.cpus, data_size=args.data_size,
+                           data_inodes=args.data_inodes, tmp_size=args.tmp_size)
     return BwrapLauncher(image=image, limits=limits)
 
 
@@ -296,8 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.keyfile and not args.certfile:
         print("error: --keyfile needs --certfile.", file=sys.stderr)
         return 2
-    if args.max_sessions < 1 or args.ready_sessions < 0 or args.pids < 8 or args.cpus <= 0:
-        print("error: --max-sessions >= 1, --ready-sessions >= 0, --pids >= 8 and --cpus > 0 are required.", file=sys.stderr)
+    if args.max_sessions < 1 or args.ready_sessions < 0 or args.pids < 8 or args.cpus <= 0 or args.data_inodes < 16:
+        print("error: --max-sessions >= 1, --ready-sessions >= 0, --pids >= 8, --cpus > 0 and --data-inodes >= 16 are required.", file=sys.stderr)
+        return 2
+    if min(args.memory, args.data_size, args.tmp_size) < 16 << 20:
+        print("error: --memory, --data-size and --tmp-size must each be at least 16M.", file=sys.stderr)
         return 2
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # SIGTERM ends the pool as gracefully as Ctrl-C (uvicorn handles both once serving).
