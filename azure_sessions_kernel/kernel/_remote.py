@@ -39,6 +39,7 @@ from ..client import (
     SessionNotFoundError,
     SessionsClient,
     SessionsError,
+    TransportError,
 )
 from . import _calls
 from ._session_helper import REPLY_MIME
@@ -229,6 +230,9 @@ class RemoteSession:
         extensions: frozenset[str] = frozenset()
         try:
             metadata = await self._client.metadata()
+        except TransportError as exc:  # not reachable (yet): the next cell tries again
+            await self._client.close()
+            raise BackendError(f"Could not reach the session pool: {exc}") from exc
         except SessionsError as exc:
             # Older api-versions and some Azure pools have no metadata route;
             # that only means: no extensions.

@@ -366,3 +366,23 @@ def test_older_api_versions(api_version: str, jupyter_path: Path, tmp_path: Path
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=False)
+
+
+def test_an_unreachable_pool_gives_every_request_a_clear_answer(jupyter_path: Path, tmp_path: Path) -> None:
+    ipython_dir = tmp_path / "ipython"
+    write_kernel_config(ipython_dir, endpoint="http://127.0.0.1:9", token="unused")  # nothing listens on port 9
+    with environment(JUPYTER_PATH=str(jupyter_path), IPYTHONDIR=str(ipython_dir)):
+        km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(tmp_path))
+        try:
+            for code in ("1 + 1", "%files"):
+                reply, outputs = execute(kc, code, timeout=60)
+                assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "SessionBackendError"
+                assert reply["content"]["evalue"].startswith("Could not reach the session pool")
+                assert len(content(outputs, "error")) == 1
+            kc.complete("pri", 3)
+            assert kc.get_shell_msg(timeout=60)["content"]["matches"] == []
+            reply, _ = execute(kc, "%timeout 10")  # needs no pool
+            assert reply["content"]["status"] == "ok"
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=False)
