@@ -294,6 +294,21 @@ def test_a_lost_session_is_reported_in_one_line_and_replaced(kernel: Kernel) -> 
     assert content(outputs, "execute_result")[0]["data"]["text/plain"] == "'yes'"
 
 
+def test_session_new_and_delete_start_over_without_a_lost_session_error(kernel: Kernel) -> None:
+    kernel.run("left_behind = 1")
+    before = kernel.identifier()
+    kernel.run("%session new")
+    assert kernel.identifier() != before
+    with pytest.raises(SessionNotFoundError):  # the kernel's own previous session was deleted
+        SessionsClient(kernel.setup.pool.endpoint, token=kernel.setup.pool.token).get_session(before)
+    reply, _ = kernel.run("left_behind")
+    assert reply["content"]["ename"] == "NameError"
+    kernel.run("again = 1")
+    kernel.run("%session delete")
+    reply, _ = kernel.run("again")
+    assert reply["content"]["ename"] == "NameError"
+
+
 def test_named_sessions_survive_a_kernel_restart(kernel: Kernel) -> None:
     kernel.run("%session use e2e-named")
     kernel.run("kept_across_restarts = 'still here'")
