@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from jupyter_client.manager import start_new_kernel
 
-from ._support import environment, install_kernelspec, png_info, write_kernel_config
+from ._support import KERNEL_NAME, environment, execute, install_kernelspec, png_info, write_kernel_config
 
 pytestmark = pytest.mark.slow
 
@@ -83,15 +84,35 @@ def test_quickstart_notebook(tmp_path: Path) -> None:
 
 
 def test_make_demo_path_starts_and_stops_its_own_local_pool(tmp_path: Path, jupyter_path: Path, capsys) -> None:
-    """No endpoint configured: the kernel starts the local pool on demand; nothing is left running."""
+    """No endpoint configured: kernels share a local pool started on demand; the last one to end stops it."""
     runtime = tmp_path / "runtime"
     ipython_dir = tmp_path / "ipython"  # no config file: the defaults
     with environment(JUPYTER_PATH=str(jupyter_path), IPYTHONDIR=str(ipython_dir), AZURE_SESSIONS_KERNEL_RUNTIME_DIR=str(runtime)):
+        first, second = (start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90) for _ in range(2))
+        for km, kc in (first, second):
+            reply, _ = execute(kc, "import os\nos.getcwd()", timeout=120)
+            assert reply["content"]["status"] == "ok"
+        pools = _processes_mentioning(str(runtime))
+        assert len(pools) == 1, "both kernels use one pool"
+        _stop(*first)
+        time.sleep(2)
+        assert _processes_mentioning(str(runtime)) == pools, "the pool stays while a kernel still uses it"
+        _stop(*second)
+        _wait_until_gone(runtime)
+
         assert run_demo.main(["--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert f"Executed notebook: {tmp_path / 'out' / 'csv-chart.ipynb'}" in printed
     assert f"Chart (PNG):       {tmp_path / 'out' / run_demo.CHART}" in printed
-    assert "Pool management endpoint" in (runtime / "local-pool.log").read_text()  # a pool of its own
+    _wait_until_gone(runtime)
+
+
+def _stop(km, kc) -> None:
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+
+
+def _wait_until_gone(runtime: Path) -> None:
     deadline = time.monotonic() + 30
     while _processes_mentioning(str(runtime)) and time.monotonic() < deadline:
         time.sleep(0.2)
