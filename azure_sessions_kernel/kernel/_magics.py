@@ -106,10 +106,13 @@ def parse_argstring(magic: Any, line: str) -> Any:
     (IPython keeps the quote characters, so ``%upload 'my data.csv'`` would
     look for a file whose name starts with a quote.)
     """
+    posix = os.name != "nt"  # Windows paths keep their backslashes
     try:
-        argv = shlex.split(line, posix=os.name != "nt")
+        argv = shlex.split(line, posix=posix)
     except ValueError as exc:
         raise UsageError(f"{exc} in: {line}") from None
+    if not posix:
+        argv = [a[1:-1] if len(a) >= 2 and a[0] == a[-1] and a[0] in "'\"" else a for a in argv]
     return magic.parser.parse_args(argv)
 
 
