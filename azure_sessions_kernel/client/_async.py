@@ -23,9 +23,10 @@ __all__ = ["AsyncSessionsClient"]
 class AsyncSessionsClient(ClientBase):
     """The ``asyncio`` twin of :class:`SessionsClient`.
 
-    ``credential`` is an ``azure.identity.aio`` credential (a sync one also
-    works, but blocks the event loop while it fetches a token); with none,
-    ``azure.identity.aio.DefaultAzureCredential`` is created on first use::
+    ``credential`` is an ``azure.identity.aio`` credential or a sync one (run in
+    a thread while it fetches a token); with none, the sync
+    ``azure.identity.DefaultAzureCredential`` is created on first use and run
+    in a thread (``azure.identity.aio`` would need aiohttp)::
 
         async with AsyncSessionsClient(endpoint, token=token) as client:
             execution = await client.execute("my-session", "6 * 7")

@@ -181,11 +181,17 @@ class CredentialAuth(BearerAuth):
             header = self._cached_header()
             if header:
                 return header
-            credential = self._credential or self._default_async()
+            # The default is the *sync* DefaultAzureCredential: azure.identity.aio needs
+            # aiohttp, which this package does not depend on. Sync credentials (ours or
+            # the caller's) run in a thread so that fetching a token never blocks the loop.
+            credential = self._credential or self._default_sync()
             try:
-                token = credential.get_token(self._scope)
-                if inspect.isawaitable(token):
-                    token = await token
+                if inspect.iscoroutinefunction(credential.get_token):
+                    token = await credential.get_token(self._scope)
+                else:
+                    token = await asyncio.to_thread(credential.get_token, self._scope)
+                    if inspect.isawaitable(token):
+                        token = await token
             except Exception as exc:
                 failure = self._as_auth_failure(exc)
                 if failure is None:
@@ -193,16 +199,9 @@ class CredentialAuth(BearerAuth):
                 raise failure from exc
             return self._store(token)
 
-    def _default_async(self) -> Any:
-        if self._owned is None:
-            from azure.identity.aio import DefaultAzureCredential
-
-            self._owned = DefaultAzureCredential()
-        return self._owned
-
     async def aclose(self) -> None:
         if self._owned is not None:
-            await self._owned.close()
+            await asyncio.to_thread(self._owned.close)
             self._owned = None
 
     def _as_auth_failure(self, exc: Exception) -> AuthenticationError | None:
