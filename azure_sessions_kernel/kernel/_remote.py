@@ -306,11 +306,14 @@ class RemoteSession:
             return await self.client.execute(self.identifier, code, timeout=timeout)
 
     def _lost(self, reason: str = "") -> SessionLostError:
+        """The session is gone. ``reason`` is the pool's own sentence when it gave one
+        (it says whether this cell ran, e.g. when the cell ran the session out of memory)."""
         self.forget_helper()
-        reason = reason.rstrip(".") or "The remote session ended (idle expiry, deletion, or its Python process died)"
+        if reason:
+            return SessionLostError(f"{reason.rstrip('.')}. Re-run the cells the next one needs.")
         return SessionLostError(
-            f"{reason}. This cell did not run; the next cell starts a fresh session without the variables "
-            "and files of earlier cells, so re-run the cells it needs."
+            "The remote session ended (idle expiry, deletion, or its Python process died). This cell did not run; "
+            "the next cell starts a fresh session without the variables and files of earlier cells, so re-run the cells it needs."
         )
 
     # -- cells ----------------------------------------------------------------------

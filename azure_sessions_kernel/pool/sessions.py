@@ -423,9 +423,9 @@ class SessionManager:
             await self._stop_drain(s)
             try:
                 if s.closed:
-                    raise _SessionGone("The session was deleted while this execution waited for it.")
+                    raise _SessionGone("The session was deleted while this execution waited for it; the code did not run.")
                 if not s.sandbox.is_alive():
-                    raise _SessionGone(self._crash_message(s))
+                    raise _SessionGone(self._crash_message(s, during=False))
                 outcome = await self._run(s, req, on_event)
             except _SessionGone as gone:
                 await self.delete(s.identifier)
@@ -503,7 +503,7 @@ class SessionManager:
                     if r.get("parent_header", {}).get("msg_id") == msg_id:
                         reply, reply_at = r["content"], time.monotonic()
             if not got_any and not s.sandbox.is_alive():
-                raise _SessionGone(self._crash_message(s))
+                raise _SessionGone(self._crash_message(s, during=True))
         if interrupted_at is not None:
             return collected, reply, ("Timeout", f"The execution exceeded its timeout of {req.timeout_in_seconds} s and was interrupted; the session's state was kept.")
         return collected, reply, None
@@ -520,9 +520,12 @@ class SessionManager:
         c.size += size
         c.events.append((msg_type, content))
 
-    def _crash_message(self, s: PoolSession) -> str:
+    def _crash_message(self, s: PoolSession, *, during: bool) -> str:
+        """One sentence for a dead interpreter; says whether this execution's code ran."""
         reason = s.sandbox.death_reason() or "its Python process exited"
-        return f"The session's Python interpreter died ({reason}); its state was lost and the next execution starts a fresh session."
+        when = "while running this code" if during else "before this execution, so the code did not run"
+        return (f"The session's Python interpreter died {when}: {reason}. Its variables and files are lost; "
+                "the session was restarted and the next execution runs in a fresh one.")
 
     def _finish(
         self,

@@ -294,6 +294,17 @@ def test_a_lost_session_is_reported_in_one_line_and_replaced(kernel: Kernel) -> 
     assert content(outputs, "execute_result")[0]["data"]["text/plain"] == "'yes'"
 
 
+def test_a_memory_bomb_is_reported_as_out_of_memory_and_the_session_restarted(kernel: Kernel) -> None:
+    kernel.run("before = 1")
+    # The shared test pools give each session the default 1 GiB.
+    reply, outputs = kernel.run("chunks = []\nwhile True:\n    chunks.append(bytearray(64 << 20))", timeout=120)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "SessionLostError"
+    evalue = content(outputs, "error")[0]["evalue"]
+    assert "ran out of memory (limit 1 GiB)" in evalue and "restarted" in evalue and "while running this code" in evalue
+    reply, outputs = kernel.run("'before' in globals()")
+    assert content(outputs, "execute_result")[0]["data"]["text/plain"] == "False"
+
+
 def test_session_new_and_delete_start_over_without_a_lost_session_error(kernel: Kernel) -> None:
     kernel.run("left_behind = 1")
     before = kernel.identifier()
