@@ -951,6 +951,10 @@ def test_r6_output_floods_are_truncated_and_the_server_stays_small(api, bystande
         # ipykernel buffers a tight print loop's output between two flushes (0.2 s) without
         # bound: the session's own memory limit ends it first; reported, server untouched.
         assert code.startswith("while True") and body["error"]["error"]["code"] == "SessionCrashed"
+    elif "did not stop when interrupted" in message:
+        # On a loaded machine the flooding kernel may not reach the interrupt within the
+        # grace period: the pool then ends the session, which is the designed last resort.
+        assert code.startswith("while True") and body["error"]["error"]["code"] == "Timeout"
     else:
         # Past the cap (collected), or a single message over it (refused by the transport).
         assert "[output truncated: " in body["result"]["stderr"]
