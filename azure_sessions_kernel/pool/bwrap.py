@@ -539,19 +539,27 @@ def _reap_zombie_children(uid: int | None) -> None:
     Only processes of ``uid`` (root mode) are touched, so that exit statuses
     other code waits for (``subprocess``, asyncio) are never stolen.
     """
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            owner = os.stat(f"/proc/{entry}").st_uid
-        except OSError:
-            continue
-        if fields[0] == "Z" and int(fields[1]) == me and uid is not None and owner == uid:
+    if uid is None:
+        return
+    for pid, state in _children_of(uid):
+        if state == "Z":
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(int(entry), os.WNOHANG)
+                os.waitpid(pid, os.WNOHANG)
+
+
+def _children_of(uid: int) -> list[tuple[int, str]]:
+    """``(pid, state)`` of our direct children that run as ``uid``."""
+    me, children = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == me and os.stat(f"/proc/{entry}").st_uid == uid:
+                    children.append((int(entry), fields[0]))
+            except OSError:
+                continue
+    return children
 
 
 def _task_count(uid: int) -> int:
@@ -1057,6 +1065,12 @@ class BwrapLauncher(Launcher):
         finally:
             os.close(status_r)
             os.close(status_w)
+        if uid is not None:
+            # The probe's namespace init is re-parented to us (the subreaper) and exits just after bwrap.
+            deadline = time.monotonic() + 1.0
+            while (children := _children_of(uid)) and (time.monotonic() < deadline or any(st == "Z" for _, st in children)):
+                _reap_zombie_children(uid)
+                time.sleep(0.01)
         if result.returncode != 0:
             detail = result.stderr.strip() or f"exit status {result.returncode}"
             if "namespace" in detail or "Operation not permitted" in detail or "setting up uid map" in detail:
