@@ -181,3 +181,10 @@ def test_insecure_mode_warns_loudly_and_says_so_in_metadata():
         assert _stop(proc) == 0
     warning = proc.stderr.read()
     assert "WARNING: --insecure-no-sandbox" in warning and "full access to this machine" in warning
+
+
+def test_without_a_working_sandbox_the_pool_refuses_to_start():
+    r = subprocess.run([sys.executable, "-m", "azure_sessions_kernel", "serve", "--bwrap", "/nonexistent/bwrap"],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "bubblewrap" in r.stderr and "--insecure-no-sandbox" in r.stderr

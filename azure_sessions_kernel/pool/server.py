@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--data-size", type=_size, default=_size("1G"), help="size of each session's /mnt/data (default: 1G)")
     sb.add_argument("--data-inodes", type=int, default=65536, help="files and folders allowed in each session's /mnt/data (default: 65536)")
     sb.add_argument("--tmp-size", type=_size, default=_size("256M"), help="size of each session's private /tmp (default: 256M)")
+    sb.add_argument("--bwrap", metavar="PATH", help="the bubblewrap binary (default: bwrap on PATH, else /usr/bin/bwrap)")
     sb.add_argument("--insecure-no-sandbox", action="store_true", help="run sessions as plain processes with NO isolation (development only; dangerous)")
     run = p.add_argument_group("embedding")
     run.add_argument("--runtime-file", type=Path, help="write {endpoint, token, pid} here (mode 0600) once serving; removed on exit")
@@ -107,7 +108,7 @@ def build_launcher(args: argparse.Namespace) -> Launcher:
 
     limits = SandboxLimits(memory=args.memory, pids=args.pids, cpus=args.cpus, data_size=args.data_size,
                            data_inodes=args.data_inodes, tmp_size=args.tmp_size)
-    return BwrapLauncher(image=image, limits=limits)
+    return BwrapLauncher(image=image, limits=limits, bwrap=args.bwrap)
 
 
 def metadata_provider(launcher: Launcher, manager: SessionManager, strict: bool) -> Any:
