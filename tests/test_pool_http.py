@@ -411,6 +411,18 @@ def test_session_routes(http, identifier, version):
     assert result_of(version, execute(http, version, identifier, "'x' in globals()")) is False
 
 
+def test_management_stop_session(http, identifier):
+    q = {"api-version": "2025-10-02-preview", "identifier": identifier}
+    execute(http, "2025-10-02-preview", identifier, "x = 1")
+    r = http.post("/.management/stopSession", params=q)
+    # MS-CUSTOM: 200 text/plain "Session <id> in session pool <pool> stopped."
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert r.text == f"Session {identifier} in session pool local stopped."
+    assert_envelope(http.post("/.management/stopSession", params=q), 404, "SessionWithIdentifierNotFound")
+    listed = http.post("/.management/listSessions", params={"api-version": "2025-10-02-preview"}).json()
+    assert identifier not in [x["identifier"] for x in listed["value"]] and listed["count"] == len(listed["value"])
+
+
 def test_metadata(http):
     m = http.get("/metadata", params={"api-version": "2025-10-02-preview"}).json()
     assert m["runtimes"][0]["name"] == "python" and m["runtimes"][0]["version"].startswith("3.")

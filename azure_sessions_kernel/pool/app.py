@@ -156,13 +156,23 @@ def create_app(
     async def session_of(request: Request, v: wire.ApiVersion) -> PoolSession:
         return await manager.get_or_create(identifier_of(request, v))
 
+    def no_such_session(ident: str) -> PoolError:
+        return PoolError(f"No session with identifier '{ident}' exists in this pool.", code="SessionWithIdentifierNotFound", status=404)
+
     def existing_session(request: Request, v: wire.ApiVersion) -> PoolSession:
         ident = identifier_of(request, v)
         s = manager.find(ident)
         if s is None:
-            raise PoolError(f"No session with identifier '{ident}' exists in this pool.", code="SessionWithIdentifierNotFound", status=404)
+            raise no_such_session(ident)
         s.touch()
         return s
+
+    async def end_session(request: Request, route: str) -> str:
+        """Delete the session named by the request (DELETE session, stopSession); its identifier."""
+        ident = identifier_of(request, version_of(request, _SESSIONS_SINCE, route))
+        if not await manager.delete(ident):
+            raise no_such_session(ident)
+        return ident
 
     async def json_body(request: Request) -> Any:
         declared = request.headers.get("content-length")
@@ -320,10 +330,7 @@ def create_app(
 
     @app.delete("/session", tags=["sessions"], summary="Delete a session and everything it holds")
     async def delete_session(request: Request) -> Response:
-        v = version_of(request, _SESSIONS_SINCE, "DELETE session")
-        ident = identifier_of(request, v)
-        if not await manager.delete(ident):
-            raise PoolError(f"No session with identifier '{ident}' exists in this pool.", code="SessionWithIdentifierNotFound", status=404)
+        await end_session(request, "DELETE session")
         return Response(status_code=204)
 
     @app.get("/listSessions", tags=["sessions"], summary="List sessions")
@@ -338,10 +345,7 @@ def create_app(
 
     @app.post("/.management/stopSession", tags=["sessions"], summary="Stop a session")
     async def stop_session(request: Request) -> Response:
-        v = version_of(request, _SESSIONS_SINCE, "POST .management/stopSession")
-        ident = identifier_of(request, v)
-        if not await manager.delete(ident):
-            raise PoolError(f"No session with identifier '{ident}' exists in this pool.", code="SessionWithIdentifierNotFound", status=404)
+        ident = await end_session(request, "POST .management/stopSession")
         return Response(f"Session {ident} in session pool local stopped.", media_type="text/plain")
 
     @app.post("/.management/getSession", tags=["sessions"], summary="Get a session (management view)")
