@@ -1,7 +1,7 @@
 """Both clients against a real local pool, every api-version, end to end.
 
-The pool runs with ``--insecure-no-sandbox``: these tests are about the
-client and the wire, not about isolation (the sandbox has its own tests).
+The pools are the suite's shared, sandboxed ones (``tests/conftest.py``):
+the client is tested against exactly what users run.
 """
 
 from __future__ import annotations
@@ -28,13 +28,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def pools():
-    from tests.conftest import launch_pool
-
-    loose = launch_pool("--insecure-no-sandbox", "--cooldown", "600")
-    strict = launch_pool("--insecure-no-sandbox", "--cooldown", "600", strict=True)
-    yield loose, strict
-    assert loose.stop() == 0 and strict.stop() == 0
+def pools(local_pool, strict_pool):
+    return local_pool, strict_pool
 
 
 def fresh_identifier() -> str:
