@@ -47,9 +47,13 @@ except ImportError:
 if get_ipython() is None:
     status = {NO_IPYTHON!r}
 else:
+    import linecache
     module = types.ModuleType({helper.MODULE_NAME!r})
     module.__file__ = "<azure-sessions-kernel helper>"
-    exec(compile({helper_source()!r}, module.__file__, "exec"), module.__dict__)
+    source = {helper_source()!r}
+    # Tracebacks through the helper (input() refused) then show its lines, not "Could not get source".
+    linecache.cache[module.__file__] = (len(source), None, source.splitlines(True), module.__file__)
+    exec(compile(source, module.__file__, "exec"), module.__dict__)
     sys.modules[module.__name__] = module
     status = {INSTALLED!r}
 """

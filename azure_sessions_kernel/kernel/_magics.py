@@ -27,7 +27,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from tqdm import tqdm
 
-from ..client import MAX_EXECUTION_TIMEOUT, RemoteFile, SessionsClient, SessionsError, UnsupportedOperationError
+from ..client import MAX_EXECUTION_TIMEOUT, RemoteFile, SessionNotFoundError, SessionsClient, SessionsError, UnsupportedOperationError
 from ._identifiers import check_name
 from ._transfers import REMOTE_ROOT, Transfer, TransferError, format_size, plan_download, plan_upload, remote_relative, walk_remote
 
@@ -273,6 +273,9 @@ class SessionMagics(Magics):
             info = self._client.get_session(remote.identifier)
         except UnsupportedOperationError:
             lines.append(("age", f"unknown (api-version {remote.api_version} has no session route)"))
+        except SessionNotFoundError:
+            # Sessions exist from their first execution on (the helper's install is one).
+            lines.append(("age", "not started yet: the session is created by the first cell that runs in it"))
         except SessionsError as exc:
             lines.append(("age", f"unknown ({exc})"))
         else:

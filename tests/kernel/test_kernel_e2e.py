@@ -294,6 +294,24 @@ def test_a_lost_session_is_reported_in_one_line_and_replaced(kernel: Kernel) -> 
     assert content(outputs, "execute_result")[0]["data"]["text/plain"] == "'yes'"
 
 
+def test_session_magic_before_any_cell_says_the_session_is_not_started(setup: Setup) -> None:
+    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(setup.workdir))
+    try:
+        reply, outputs = execute(kc, "%session", 60)
+        text = outputs[0]["content"]["text"]
+        assert reply["content"]["status"] == "ok" and "not started yet" in text and "failed" not in text
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+
+
+def test_input_error_shows_the_users_line_and_readable_frames(kernel: Kernel) -> None:
+    reply, outputs = kernel.run("value = input('name? ')")
+    traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(content(outputs, "error")[0]["traceback"]))
+    assert reply["content"]["ename"] == "StdinNotImplementedError" and "input('name? ')" in traceback
+    assert "Could not get source" not in traceback and "raise StdinNotImplementedError" in traceback
+
+
 def test_a_memory_bomb_is_reported_as_out_of_memory_and_the_session_restarted(kernel: Kernel) -> None:
     kernel.run("before = 1")
     # The shared test pools give each session the default 1 GiB.
