@@ -51,6 +51,19 @@ class RunningPool:
         return self.process.returncode
 
 
+#: Every pool this run started; pytest_sessionfinish stops those a failed fixture left running.
+_LAUNCHED: list[RunningPool] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for pool in _LAUNCHED:
+        if pool.process.poll() is None:
+            try:
+                pool.stop()
+            except AssertionError:
+                pass  # it was killed after the SIGINT grace; nothing is left either way
+
+
 def launch_pool(
     *extra: str,
     strict: bool = False,
@@ -86,7 +99,9 @@ def launch_pool(
             import threading
 
             threading.Thread(target=lambda: [banner.append(x.rstrip("\n")) for x in proc.stdout], daemon=True).start()
-            return RunningPool(endpoint, token, strict, proc, banner)
+            pool = RunningPool(endpoint, token, strict, proc, banner)
+            _LAUNCHED.append(pool)
+            return pool
     proc.kill()
     raise AssertionError("the pool did not print its endpoint within 120 s")
 
