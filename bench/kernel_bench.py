@@ -39,6 +39,9 @@ from jupyter_client.manager import KernelManager
 from _common import API, REPO, ms, summary, table, wait_until
 
 OURS, LOCAL = "azure-sessions", "bench-local-ipykernel"
+#: A second cold-start baseline: ipykernel on the interpreter our kernel itself runs on (this venv's),
+#: which separates our kernel's own start-up cost from the two interpreters' different start-up.
+LOCAL_VENV = "bench-local-ipykernel-venv"
 ENDPOINT_ENV = "AZURE_CONTAINER_APP_SESSION_POOL_MANAGEMENT_ENDPOINT"
 
 SETUP = (
@@ -63,6 +66,10 @@ def _install_specs(root: Path) -> None:
     spec = {"argv": [str(find_image().python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "local ipykernel (session image python)", "language": "python"}
     (kernels / LOCAL / "kernel.json").write_text(json.dumps(spec))
+    (kernels / LOCAL_VENV).mkdir(parents=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "local ipykernel (this venv's python)", "language": "python"}
+    (kernels / LOCAL_VENV / "kernel.json").write_text(json.dumps(spec))
 
 
 @contextlib.contextmanager
@@ -225,7 +232,13 @@ def main(argv: list[str] | None = None) -> int:
                 ready_l.append(ready)
                 return total
 
-            cold_o, cold_l = interleaved(n_cold, cold_ours, cold_local)
+            cold_v: list[float] = []
+
+            def cold_local_pair() -> float:
+                cold_v.append(first_result(LOCAL_VENV)[0])
+                return cold_local()
+
+            cold_o, cold_l = interleaved(n_cold, cold_ours, cold_local_pair)
         finally:
             ours.close()
             local.close()
@@ -237,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
             fresh.append(first_result(OURS)[0])
         fresh.append(first_with_pool_start)
         rows = ratio_rows("start → first result, pool running", cold_o, cold_l, "ratio ≤ 1.0")
+        v50, _ = summary(cold_v)
+        o50, _ = summary(cold_o)
+        rows.append(["  vs ipykernel on our own interpreter (venv), p50", ms(o50), ms(v50), f"{o50 / v50:5.2f}", "same Python as our kernel"])
         rows += ratio_rows("start → kernel_info ready", ready_o, ready_l)
         f50, _ = summary(fresh)
         l50, _ = summary(cold_l)
