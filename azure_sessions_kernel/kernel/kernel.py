@@ -326,6 +326,10 @@ class AzureSessionsKernel(IPythonKernel):
         connect.result()
 
     def _needs_await(self, code: str) -> bool:
+        # Top-level await needs one of these words; skipping IPython's transform-and-compile
+        # check for every other cell saves a compile of the whole cell on each execution.
+        if "await" not in code and "async" not in code:
+            return False
         try:
             return bool(self.shell.should_run_async(code, transformed_cell=self.shell.transform_cell(code), preprocessing_exc_tuple=None))
         except Exception:  # a cell IPython cannot transform shows its error in the session

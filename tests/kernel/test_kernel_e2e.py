@@ -294,6 +294,12 @@ def test_a_lost_session_is_reported_in_one_line_and_replaced(kernel: Kernel) -> 
     assert content(outputs, "execute_result")[0]["data"]["text/plain"] == "'yes'"
 
 
+def test_top_level_await_runs_in_the_session(kernel: Kernel) -> None:
+    reply, outputs = kernel.run("import asyncio\nawait asyncio.sleep(0)\n'awaited'")
+    assert reply["content"]["status"] == "ok"
+    assert content(outputs, "execute_result")[0]["data"]["text/plain"] == "'awaited'"
+
+
 def test_session_magic_before_any_cell_says_the_session_is_not_started(setup: Setup) -> None:
     km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(setup.workdir))
     try:
