@@ -13,6 +13,7 @@ never tokens, identifiers or bodies).
 
 from ..wire import (
     API_VERSIONS,
+    DATA_DIR,
     DEFAULT_API_VERSION,
     MAX_EXECUTION_TIMEOUT,
     MAX_UPLOAD_BYTES,
@@ -61,6 +62,7 @@ __all__ = [
     "BadRequestError",
     "ConfigurationError",
     "ConnectError",
+    "DATA_DIR",
     "DEFAULT_API_VERSION",
     "ErrorInfo",
     "Execution",

@@ -22,7 +22,7 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -305,10 +305,7 @@ def create_app(
                 return Response(status_code=204)
             return JSONResponse({"message": "file deleted successfully"})
         info = await asyncio.to_thread(fs.stat, folder, name)
-        if v.executions_api:
-            return JSONResponse(wire.render_file(v, info))
-        body = wire.render_file(v, info)  # 2024-08 sample wraps the one file like a list
-        return JSONResponse(body)
+        return JSONResponse(wire.render_file(v, info))  # 2024-08 wraps the one file like a list
 
     def _download(fs: session_files.SessionFiles, folder: tuple[str, ...], name: str) -> Response:
         handle = fs.open_read(folder, name)
@@ -319,7 +316,7 @@ def create_app(
                     yield block
 
         ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        return StreamingResponse(chunks(), media_type=ctype, headers={"Content-Disposition": f"attachment; filename*=UTF-8''{_quote_header(name)}"})
+        return StreamingResponse(chunks(), media_type=ctype, headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}"})
 
     # ------------------------------------------------------------ sessions (2025-02-02-preview and later)
 
@@ -520,9 +517,3 @@ async def _drain(request: Request, declared: int) -> None:
                 return
     except Exception:  # the body was already consumed, or the client left: nothing to drain
         return
-
-
-def _quote_header(name: str) -> str:
-    from urllib.parse import quote
-
-    return quote(name, safe="")

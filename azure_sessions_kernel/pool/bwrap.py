@@ -77,6 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from azure_sessions_kernel.pool.image import ImageError, ImageInfo, find_image
+from azure_sessions_kernel.wire import DATA_DIR
 from azure_sessions_kernel.pool.launcher import Launcher, Sandbox, SandboxError
 
 __all__ = [
@@ -94,7 +95,7 @@ GiB = 1024 * MiB
 RUNNER_SOURCE = Path(__file__).with_name("runner") / "session_kernel.py"
 
 # Paths as the sandbox sees them.
-SANDBOX_DATA_DIR = "/mnt/data"
+SANDBOX_DATA_DIR = DATA_DIR
 SANDBOX_KERNEL_DIR = "/run/jk"
 SANDBOX_RUNNER = "/opt/azure-sessions/session_kernel.py"
 SANDBOX_UID = 1000

@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import wire
 from .._runtime import pid_alive, runtime_dir, write_private
+from .image import ImageInfo, find_image
 from .launcher import Launcher, SandboxError
 from .sessions import PoolConfig, SessionManager
 
@@ -95,11 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_launcher(args: argparse.Namespace) -> Launcher:
+def build_launcher(args: argparse.Namespace, image: ImageInfo) -> Launcher:
     """The sandbox launcher for these options. Raises SandboxError with a clear reason."""
-    from .image import find_image
-
-    image = find_image()
     if args.insecure_no_sandbox:
         from .insecure import InsecureLauncher
 
@@ -111,10 +109,7 @@ def build_launcher(args: argparse.Namespace) -> Launcher:
     return BwrapLauncher(image=image, limits=limits, bwrap=args.bwrap)
 
 
-def metadata_provider(launcher: Launcher, manager: SessionManager, strict: bool) -> Any:
-    from .image import find_image
-
-    image = find_image()
+def metadata_provider(image: ImageInfo, launcher: Launcher, manager: SessionManager, strict: bool) -> Any:
     packages = tuple(sorted(image.packages))
     versions = {n.lower(): v for n, v in packages}
     started = _dt.datetime.now(_dt.timezone.utc)
@@ -213,7 +208,8 @@ async def serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     try:
-        launcher = build_launcher(args)
+        image = find_image()
+        launcher = build_launcher(args, image)
     except SandboxError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print("The local pool will not run sessions without a sandbox. Install bubblewrap (make setup does it), "
@@ -232,7 +228,7 @@ async def serve(args: argparse.Namespace) -> int:
         token_file = args.token_file or runtime_dir_path / f"pool-{os.getpid()}.token"
         write_private(token_file, token + "\n")
 
-    app = create_app(manager, token=token, strict=args.azure_strict, metadata=metadata_provider(launcher, manager, args.azure_strict))
+    app = create_app(manager, token=token, strict=args.azure_strict, metadata=metadata_provider(image, launcher, manager, args.azure_strict))
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when
     # their proto says TCP; with proto 0 every response waited ~40 ms for a delayed ACK.

@@ -350,7 +350,8 @@ class SessionManager:
             raise
         finally:
             self._creating.pop(identifier, None)
-            future.exception() if future.done() and not future.cancelled() else None  # mark retrieved
+            if future.done() and not future.cancelled():
+                future.exception()  # mark it retrieved: no "never retrieved" warning when nobody else waited
 
     async def delete(self, identifier: str) -> bool:
         """End a session and everything it ran. ``False`` if there was none."""
