@@ -54,6 +54,7 @@ __all__ = [
     "ExecutionRequest",
     "ExecutionStatus",
     "ImageResult",
+    "JupyterCell",
     "PoolMetadata",
     "RemoteFile",
     "Routes",
@@ -949,8 +950,17 @@ def parse_metadata(body: Any) -> PoolMetadata:
 #       {"type": "iopub", "msg_type": "stream"|"display_data"|"update_display_data"
 #                         |"clear_output"|"execute_result"|"error", "content": {...}}
 #       {"type": "done", "status": "ok"|"error"|"aborted"|"timeout",
-#        "execution": <the execution resource of the api-version>}
+#        "execution": <the execution resource of the api-version>,
+#        "etag": <the session's etag>, "reply": {...} (with "jupyter" only)}
 #     ``content`` is the Jupyter message content, unchanged.
+#     Extension ``jupyter-cells``: a ``"jupyter"`` member in the body (see
+#     :class:`JupyterCell`) runs the code as a notebook cell: the session's
+#     execution count, ``silent``, ``store_history`` and ``user_expressions``
+#     are the cell's, and the done line carries the session kernel's
+#     ``execute_reply`` fields as ``"reply"`` (see :func:`parse_cell_reply`).
+#     An ``If-Match: "<etag>"`` header runs the code only in that session: when
+#     the identifier has no session, or a newer one, the answer is 404
+#     ``SessionWithIdentifierNotFound`` and nothing runs.
 # ``POST .local/executions/interrupt?identifier=``
 #     Interrupts the session's running execution (KeyboardInterrupt; state kept).
 #     204, or 404 when the session does not exist.
@@ -960,3 +970,70 @@ def parse_metadata(body: Any) -> PoolMetadata:
 
 #: The iopub message types the stream extension forwards.
 STREAM_MSG_TYPES = frozenset({"stream", "display_data", "update_display_data", "clear_output", "execute_result", "error"})
+
+
+@dataclasses.dataclass(frozen=True)
+class JupyterCell:
+    """The ``"jupyter"`` member of a stream request: run the code as this notebook cell.
+
+    ``execution_count`` is the notebook's number for the cell (tracebacks say
+    ``Cell In[n]``, ``Out[n]`` is set); ``None`` keeps the session's own count.
+    The other fields mean what they mean in a Jupyter ``execute_request``.
+    """
+
+    execution_count: int | None = None
+    silent: bool = False
+    store_history: bool = True
+    user_expressions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def render_jupyter_cell(cell: JupyterCell) -> dict[str, Any]:
+    """The ``"jupyter"`` member a client adds to a stream request body."""
+    return {
+        "executionCount": cell.execution_count,
+        "silent": cell.silent,
+        "storeHistory": cell.store_history,
+        "userExpressions": dict(cell.user_expressions),
+    }
+
+
+def parse_jupyter_cell(body: Any) -> JupyterCell | None:
+    """The ``"jupyter"`` member of a stream request body, or ``None`` when it has none."""
+    raw = _get_ci(body, "jupyter") if isinstance(body, Mapping) else None
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ContractError("'jupyter' must be a JSON object.", code="SessionRequestValidationFailed")
+    count = _get_ci(raw, "executionCount")
+    exprs = _get_ci(raw, "userExpressions") or {}
+    if not isinstance(exprs, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in exprs.items()):
+        raise ContractError("'jupyter.userExpressions' must map names to expression strings.", code="SessionRequestValidationFailed")
+    store = _get_ci(raw, "storeHistory")
+    try:
+        return JupyterCell(
+            execution_count=None if count is None else _int_field(count, "jupyter.executionCount", 0),
+            silent=_bool_field(_get_ci(raw, "silent"), "jupyter.silent"),
+            store_history=True if store is None else _bool_field(store, "jupyter.storeHistory"),
+            user_expressions=dict(exprs),
+        )
+    except ContractError as exc:
+        raise ContractError(exc.message, code="SessionRequestValidationFailed") from None
+
+
+#: The ``execute_reply`` fields a ``jupyter-cells`` done line carries as ``"reply"``.
+CELL_REPLY_FIELDS = ("status", "execution_count", "ename", "evalue", "traceback", "payload", "user_expressions")
+
+
+def render_cell_reply(content: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``"reply"`` of a done line, from the session kernel's ``execute_reply`` content."""
+    return {k: content[k] for k in CELL_REPLY_FIELDS if k in content}
+
+
+def parse_cell_reply(obj: Any) -> dict[str, Any]:
+    """A done line's ``"reply"``, checked: ``status`` is a string; lists and maps are what Jupyter says."""
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("status"), str):
+        raise ContractError("'reply' must be an object with a string 'status'.")
+    for name, kind in (("traceback", list), ("payload", list), ("user_expressions", Mapping)):
+        if name in obj and not isinstance(obj[name], kind):
+            raise ContractError(f"'reply.{name}' must be a {'list' if kind is list else 'JSON object'}.")
+    return {k: obj[k] for k in CELL_REPLY_FIELDS if k in obj}

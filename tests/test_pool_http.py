@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 
 import httpx
@@ -429,7 +430,7 @@ def test_metadata(http):
     names = {p["name"].lower() for p in m["preInstalledPackages"]}
     assert {"numpy", "pandas", "matplotlib", "scikit-learn", "ipykernel"} <= names
     assert m["jupyterKernel"]["name"] == "python3"
-    assert "stream" in m["localPool"]["extensions"]
+    assert {"stream", "jupyter-cells", "interrupt", "complete", "inspect"} <= set(m["localPool"]["extensions"])
     assert m["localPool"]["isolation"]["level"]
 
 
@@ -453,6 +454,79 @@ def test_stream_extension_relays_ordered_jupyter_outputs(http, identifier):
     assert events[3]["content"]["data"]["text/plain"] == "7"
     assert events[-1]["status"] == "ok" and events[-1]["execution"]["result"]["executionResult"] == 7
 
+
+
+STREAM = "/.local/executions/stream"
+
+
+def stream_lines(http: httpx.Client, identifier: str, body: dict, headers: dict | None = None) -> list[dict]:
+    with http.stream("POST", STREAM, params={"api-version": "2025-10-02-preview", "identifier": identifier}, json=body, headers=headers) as r:
+        assert r.status_code == 200, r.read()
+        return [json.loads(line) for line in r.iter_lines() if line]
+
+
+def test_a_jupyter_cell_runs_under_its_count_and_returns_the_kernels_reply(http, identifier):
+    q = {"api-version": "2025-10-02-preview", "identifier": identifier}
+    cell = {"executionCount": 7, "silent": False, "storeHistory": True, "userExpressions": {"twice": "n * 2"}}
+    events = stream_lines(http, identifier, {"code": "n = 21\nn", "jupyter": cell})
+    assert [(e["type"], e.get("msg_type")) for e in events] == [("iopub", "execute_result"), ("done", None)]
+    assert events[0]["content"]["execution_count"] == 7
+    done = events[-1]
+    assert done["etag"] == http.get("/session", params=q).json()["etag"]
+    reply = done["reply"]
+    assert set(reply) == {"status", "execution_count", "payload", "user_expressions"}
+    assert (reply["status"], reply["execution_count"]) == ("ok", 7)
+    assert reply["user_expressions"]["twice"]["data"]["text/plain"] == "42"
+
+    # The cell's count is the session's: Out[7], and a failing cell's traceback says Cell In[8].
+    events = stream_lines(http, identifier, {"code": "assert Out[7] == 21\nundefined_name", "jupyter": {"executionCount": 8}})
+    reply = events[-1]["reply"]
+    assert (reply["status"], reply["ename"]) == ("error", "NameError")
+    assert "Cell In[8]" in re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(reply["traceback"]))
+    assert [e["msg_type"] for e in events[:-1]] == ["error"]
+
+
+def test_a_silent_jupyter_cell_shows_nothing_and_keeps_the_count(http, identifier):
+    stream_lines(http, identifier, {"code": "1", "jupyter": {"executionCount": 3}})
+    events = stream_lines(http, identifier, {"code": "print('hidden?'); 5", "jupyter": {"silent": True, "storeHistory": False}})
+    assert [e["type"] for e in events] == ["iopub", "done"]  # a silent cell's prints still show; its result does not
+    assert events[0]["content"]["text"] == "hidden?\n"
+    events = stream_lines(http, identifier, {"code": "Out.get(3), 4", "jupyter": {"executionCount": 4}})
+    assert events[0]["content"]["data"]["text/plain"] == "(1, 4)"
+
+
+@pytest.mark.parametrize(
+    "jupyter, message",
+    [([], "'jupyter' must be a JSON object"), ({"executionCount": "x"}, "jupyter.executionCount"), ({"executionCount": -1}, "jupyter.executionCount"),
+     ({"silent": "maybe"}, "jupyter.silent"), ({"userExpressions": {"a": 1}}, "userExpressions")],
+)
+def test_a_bad_jupyter_member_is_refused_before_anything_runs(http, identifier, jupyter, message):
+    r = http.post(STREAM, params={"api-version": "2025-10-02-preview", "identifier": identifier}, json={"code": "1", "jupyter": jupyter})
+    assert message in assert_envelope(r, 400, "SessionRequestValidationFailed")["message"]
+    assert_envelope(http.get("/session", params={"api-version": "2025-10-02-preview", "identifier": identifier}), 404)
+
+
+def test_if_match_runs_code_only_in_the_session_it_names(http, identifier):
+    q = {"api-version": "2025-10-02-preview", "identifier": identifier}
+    # No session yet: If-Match never creates one.
+    for tag in ['"0123abcd"', "*"]:
+        r = http.post(STREAM, params=q, json={"code": "created = True"}, headers={"If-Match": tag})
+        assert "no longer exists" in assert_envelope(r, 404, "SessionWithIdentifierNotFound")["message"]
+    assert_envelope(http.get("/session", params=q), 404)
+
+    etag = stream_lines(http, identifier, {"code": "state = 'kept'"})[-1]["etag"]
+    events = stream_lines(http, identifier, {"code": "state"}, headers={"If-Match": f'"{etag}"'})
+    assert events[0]["content"]["data"]["text/plain"] == "'kept'"
+    assert stream_lines(http, identifier, {"code": "state"}, headers={"If-Match": "*"})[-1]["status"] == "ok"
+
+    # The session ends and the identifier gets a new one: the old etag no longer runs anything there.
+    assert http.delete("/session", params=q).status_code == 204
+    new_etag = stream_lines(http, identifier, {"code": "fresh = 1"})[-1]["etag"]
+    assert new_etag != etag
+    r = http.post(STREAM, params=q, json={"code": "ran_in_the_wrong_session = 1"}, headers={"If-Match": f'"{etag}"'})
+    assert_envelope(r, 404, "SessionWithIdentifierNotFound")
+    names = stream_lines(http, identifier, {"code": "sorted(k for k in globals() if not k.startswith('_'))"}, headers={"If-Match": f'W/"{new_etag}"'})
+    assert "ran_in_the_wrong_session" not in names[0]["content"]["data"]["text/plain"]
 
 def test_stream_delivers_output_while_running(http, identifier):
     code = "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.4)"

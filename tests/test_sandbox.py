@@ -338,6 +338,31 @@ class TestKernelInSandbox:
 
         run_async(loop, scenario())
 
+    def test_notebook_cells_run_under_their_count_without_an_azure_result(self, kernel, loop):
+        async def scenario():
+            reply, outputs = await kernel.execute("41 + 1", metadata={"azure_sessions": {"execution_count": 12, "result": False}})
+            assert reply["execution_count"] == 12 and "azure_sessions" not in reply
+            assert [(t, c["execution_count"]) for t, c in outputs] == [("execute_result", 12)]
+            assert await kernel.value("Out[12]") == 42
+
+        run_async(loop, scenario())
+
+    def test_only_idle_and_outputs_are_published(self, kernel, loop):
+        """No execute_input echo and no busy status: only the pool listens, and it needs neither."""
+        async def scenario():
+            msg = kernel.client.session.msg("execute_request", {"code": "print('x')", "silent": False, "store_history": True,
+                                                                 "user_expressions": {}, "allow_stdin": False})
+            kernel.client.shell_channel.send(msg)
+            seen = []
+            while not seen or seen[-1] != ("status", "idle"):
+                m = await kernel.client.get_iopub_msg(timeout=30)
+                if m["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                    seen.append((m["msg_type"], m["content"].get("execution_state") or m["content"].get("name")))
+            assert seen == [("stream", "stdout"), ("status", "idle")]
+            await kernel.client.get_shell_msg(timeout=30)
+
+        run_async(loop, scenario())
+
     def test_session_environment(self, kernel, loop):
         async def scenario():
             assert await kernel.value("import os; os.getcwd()") == "/mnt/data"
@@ -362,7 +387,7 @@ class TestKernelInSandbox:
         for code in ("input('name? ')", "import getpass; getpass.getpass()"):
             reply, _ = run_async(loop, kernel.execute(code))
             assert reply["status"] == "error"
-            assert "stdin is not available in remote sessions" in reply["evalue"]
+            assert "remote session, which has no stdin" in reply["evalue"]
         assert time.monotonic() - started < 5
 
     def test_interrupt_stops_a_loop_and_keeps_state(self, kernel, loop):

@@ -397,3 +397,31 @@ def test_parse_error(body, expected):
 )
 def test_parse_time(text, expected):
     assert wire.parse_time(text) == expected
+
+
+# --------------------------------------------------------------------------
+# Local extension: jupyter-cells (not Azure; pinned here so client and pool cannot drift together)
+# --------------------------------------------------------------------------
+
+JUPYTER_MEMBER = '{"executionCount":3,"silent":false,"storeHistory":true,"userExpressions":{"n":"len(df)"}}'
+
+
+def test_jupyter_cell_member_both_directions():
+    from azure_sessions_kernel.wire import JupyterCell, parse_jupyter_cell, render_jupyter_cell
+
+    cell = JupyterCell(execution_count=3, user_expressions={"n": "len(df)"})
+    assert render_jupyter_cell(cell) == json.loads(JUPYTER_MEMBER)
+    assert parse_jupyter_cell({"code": "x", "jupyter": json.loads(JUPYTER_MEMBER)}) == cell
+    # Absent: a plain stream request. Keys in any case, like every other member.
+    assert parse_jupyter_cell({"code": "x"}) is None
+    assert parse_jupyter_cell({"Jupyter": {"ExecutionCount": None, "SILENT": "true"}}) == JupyterCell(None, silent=True)
+
+
+def test_cell_reply_keeps_only_execute_reply_fields():
+    from azure_sessions_kernel.wire import parse_cell_reply, render_cell_reply
+
+    content = {"status": "error", "execution_count": 4, "ename": "E", "evalue": "v", "traceback": ["E: v"], "payload": [],
+               "user_expressions": {}, "engine_info": {"engine_id": -1}, "azure_sessions": {"kind": "empty"}}
+    rendered = render_cell_reply(content)
+    assert set(rendered) == {"status", "execution_count", "ename", "evalue", "traceback", "payload", "user_expressions"}
+    assert parse_cell_reply(json.loads(json.dumps(rendered))) == rendered

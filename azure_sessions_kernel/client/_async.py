@@ -171,9 +171,17 @@ class AsyncSessionsClient(ClientBase):
 
     # -- local-pool extensions ---------------------------------------------------------------
 
-    def execute_stream(self, identifier: str, code: str, *, timeout: float | None = None) -> AsyncIterator[StreamEvent]:
+    def execute_stream(
+        self,
+        identifier: str,
+        code: str,
+        *,
+        timeout: float | None = None,
+        cell: wire.JupyterCell | None = None,
+        session_etag: str | None = None,
+    ) -> AsyncIterator[StreamEvent]:
         """See :meth:`SessionsClient.execute_stream`; iterate with ``async for``."""
-        call = self._stream_call(identifier, code, timeout)  # invalid arguments raise here
+        call = self._stream_call(identifier, code, timeout, cell, session_etag)  # invalid arguments raise here
 
         async def events() -> AsyncIterator[StreamEvent]:
             decoder = self._decoder()

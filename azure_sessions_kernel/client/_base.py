@@ -112,6 +112,8 @@ class Call:
     #: A local-pool ``.local/`` route: a 404 means the pool lacks it.
     extension: bool = False
     stream: bool = False
+    #: Extra request headers (``If-Match``).
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: A ``nextLink`` to follow instead of ``route``/``query``.
     url: httpx.URL | None = None
 
@@ -276,7 +278,7 @@ class ClientBase(abc.ABC):
 
     def _build(self, call: Call) -> httpx.Request:
         url = self._url(call)
-        headers = {"x-ms-client-request-id": str(uuid.uuid4())}
+        headers = {"x-ms-client-request-id": str(uuid.uuid4()), **call.headers}
         content: Any = None
         if call.body is not None:
             headers.update(call.body.headers)
@@ -550,9 +552,20 @@ class ClientBase(abc.ABC):
 
     # -- local-pool extensions (wire.py, end of module) ----------------------------------
 
-    def _stream_call(self, identifier: str, code: str, timeout: float | None) -> Call:
+    def _stream_call(
+        self, identifier: str, code: str, timeout: float | None, cell: wire.JupyterCell | None = None, session_etag: str | None = None
+    ) -> Call:
         seconds = self._execution_seconds(timeout)
-        return self._execution_call(wire.Routes.EXT_STREAM, identifier, code, seconds, extension=True, stream=True)
+        call = self._execution_call(wire.Routes.EXT_STREAM, identifier, code, seconds, extension=True, stream=True)
+        if cell is not None:
+            if not isinstance(cell, wire.JupyterCell):
+                raise ConfigurationError(f"cell must be a JupyterCell, got {type(cell).__name__}.")
+            call.json["jupyter"] = wire.render_jupyter_cell(cell)
+        if session_etag is not None:
+            if not isinstance(session_etag, str) or not session_etag or '"' in session_etag:
+                raise ConfigurationError(f"session_etag must be a session's etag (a non-empty string without quotes), got {session_etag!r}.")
+            call.headers = {"If-Match": f'"{session_etag}"'}
+        return call
 
     def _op_interrupt(self, identifier: str) -> Operation[None]:
         call = Call("POST", wire.Routes.EXT_INTERRUPT, self._identifier(identifier), replay=Replay.CONNECT_ONLY, extension=True)

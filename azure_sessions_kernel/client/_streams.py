@@ -163,9 +163,13 @@ class StreamEvent:
     ``type == "iopub"``: ``msg_type`` is the Jupyter message type (``stream``,
     ``display_data``, ``execute_result``, ``error``, …) and ``content`` its
     Jupyter content, unchanged. ``type == "done"`` is the last event:
-    ``status`` is ``ok``/``error``/``aborted``/``timeout`` and ``execution``
-    the final execution resource. Unknown types are passed on with the whole
-    line as ``content`` rather than dropped.
+    ``status`` is ``ok``/``error``/``aborted``/``timeout``, ``execution``
+    the final execution resource, ``etag`` the session's (for
+    ``session_etag``) and, for a ``cell`` request, ``reply`` the session
+    kernel's ``execute_reply`` fields (``status``, ``ename``, ``evalue``,
+    ``traceback``, ``payload``, ``user_expressions``; ``None`` when the
+    kernel never answered). Unknown types are passed on with the whole line
+    as ``content`` rather than dropped.
     """
 
     type: str
@@ -173,6 +177,8 @@ class StreamEvent:
     content: Mapping[str, Any] | None = None
     execution: wire.Execution | None = None
     status: str | None = None
+    etag: str | None = None
+    reply: Mapping[str, Any] | None = None
 
     @property
     def done(self) -> bool:
@@ -228,7 +234,17 @@ class NdjsonDecoder:
                 parsed = wire.parse_execution(self._version, execution) if execution is not None else None
             except wire.ContractError as exc:
                 raise ResponseFormatError(f"The execution stream's done line is malformed: {exc.message}") from None
-            status = obj.get("status")
+            try:
+                reply = wire.parse_cell_reply(obj["reply"]) if obj.get("reply") is not None else None
+            except wire.ContractError as exc:
+                raise ResponseFormatError(f"The execution stream's done line is malformed: {exc.message}") from None
+            status, etag = obj.get("status"), obj.get("etag")
             self._done = True
-            return StreamEvent(kind, execution=parsed, status=status if isinstance(status, str) else None)
+            return StreamEvent(
+                kind,
+                execution=parsed,
+                status=status if isinstance(status, str) else None,
+                etag=etag if isinstance(etag, str) and etag else None,
+                reply=reply,
+            )
         return StreamEvent(kind, content=obj)

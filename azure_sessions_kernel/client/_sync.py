@@ -189,14 +189,29 @@ class SessionsClient(ClientBase):
 
     # -- local-pool extensions ---------------------------------------------------------------
 
-    def execute_stream(self, identifier: str, code: str, *, timeout: float | None = None) -> Iterator[StreamEvent]:
+    def execute_stream(
+        self,
+        identifier: str,
+        code: str,
+        *,
+        timeout: float | None = None,
+        cell: wire.JupyterCell | None = None,
+        session_etag: str | None = None,
+    ) -> Iterator[StreamEvent]:
         """Run ``code`` and yield its Jupyter output as it is produced (local pool only).
 
         The request is sent on the first ``next()``; the last event has
         ``type == "done"`` and the execution. Raises
         :class:`ExtensionUnavailableError` on a pool without the extension.
+
+        ``cell`` runs the code as that notebook cell (pools with the
+        ``jupyter-cells`` extension): the done event then carries the session
+        kernel's ``execute_reply`` fields as ``reply``. ``session_etag`` (the
+        ``etag`` of an earlier done event) runs it only in that same session:
+        if the session ended or was replaced, :class:`SessionNotFoundError` is
+        raised and nothing runs.
         """
-        call = self._stream_call(identifier, code, timeout)  # invalid arguments raise here, not on next()
+        call = self._stream_call(identifier, code, timeout, cell, session_etag)  # invalid arguments raise here, not on next()
 
         def events() -> Iterator[StreamEvent]:
             decoder = self._decoder()

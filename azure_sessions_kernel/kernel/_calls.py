@@ -70,12 +70,11 @@ def run_code(
     *,
     silent: bool = False,
     user_expressions: dict[str, str] | None = None,
-    live: bool = False,
     top_level_await: bool = False,
 ) -> str:
     """Run a cell through the helper (:func:`_session_helper.run`)."""
     exprs = _b64(json.dumps(user_expressions)) if user_expressions else None
-    args = f"{_b64(code)!r}, {execution_count!r}, {silent!r}, {exprs!r}, {live!r}"
+    args = f"{_b64(code)!r}, {execution_count!r}, {silent!r}, {exprs!r}"
     if top_level_await:
         # The session's IPython sees the await and runs this call on its own loop.
         call = f"(await {_HELPER}.run_async({args}))"

@@ -7,16 +7,20 @@ what it returns and raises onto ``execute_reply`` fields.
 Two ways to run a cell, chosen per pool:
 
 * **Azure contract** (Azure, and local pools in Azure-strict mode): one
-  execute call through the helper, whose JSON result value carries every
-  output; outputs appear when the cell ends.
-* **Live** (the local pool's stream extension): the same helper call with
-  ``live=True``; the session kernel's real iopub messages are relayed as
-  they happen, and interrupt stops the remote run.
+  execute call through the in-session helper, whose JSON result value
+  carries every output; outputs appear when the cell ends.
+* **Native** (the local pool's ``stream`` and ``jupyter-cells``
+  extensions): no helper; the cell itself is streamed with its execution
+  count, ``silent`` and ``user_expressions``, the session kernel's real
+  iopub messages are relayed as they happen, its own ``execute_reply``
+  comes back on the stream's last line, and interrupt stops the remote run.
 
-A session that no longer has the helper was replaced behind our back (idle
-expiry, deletion, crash): the cell is *not* run, the user is told in one
-line, and a fresh session with the helper is made ready. Re-running the cell
-silently would run it without the state it was written against.
+A session replaced behind our back (idle expiry, deletion, crash) is noticed
+before the cell runs: it no longer has the helper, or (native) it no longer
+has the etag of the session the earlier cells ran in, which every native
+cell sends as ``If-Match``. The cell is then *not* run, the user is told in
+one line, and a fresh session is made ready. Re-running the cell silently
+would run it without the state it was written against.
 """
 
 from __future__ import annotations
@@ -36,14 +40,13 @@ from ..client import (
     Execution,
     ExecutionTimeoutError,
     ExtensionUnavailableError,
+    JupyterCell,
     SessionNotFoundError,
     SessionsClient,
     SessionsError,
     TransportError,
 )
 from . import _calls
-from ._session_helper import REPLY_MIME
-
 Emit = Callable[[str, dict[str, Any]], None]
 
 #: Past a cell's timeout, how long we wait for the pool's own timeout answer.
@@ -102,6 +105,17 @@ class Backend:
             return "Azure Container Apps session pool"
         strict = "" if self.extensions else ", Azure-strict (no extensions)"
         return f"local session pool{strict}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _CellOptions:
+    """How the notebook asked for one cell to run."""
+
+    execution_count: int | None
+    silent: bool
+    store_history: bool
+    user_expressions: dict[str, str]
+    top_level_await: bool | Callable[[], bool]
 
 
 @dataclasses.dataclass
@@ -195,7 +209,8 @@ class RemoteSession:
         self._client: AsyncSessionsClient | None = None
         self._sync_client: SessionsClient | None = None
         self._connecting: asyncio.Future[Backend] | None = None
-        self._helper_session: str | None = None  # identifier the helper was installed in
+        self._helper_session: str | None = None  # identifier the helper was installed in (or, native, opened)
+        self._etag: str | None = None  # native: the session the notebook's cells have run in
         self._raw = False  # the session has no IPython: run code as plain Azure executions
         self._installing = asyncio.Lock()  # the warm-up and the first cell may both get here
 
@@ -270,13 +285,29 @@ class RemoteSession:
 
     # -- the helper ---------------------------------------------------------------
 
+    @property
+    def native(self) -> bool:
+        """Cells run as themselves, without the helper (the pool has ``stream`` and ``jupyter-cells``)."""
+        return self.has("stream") and self.has("jupyter-cells")
+
     async def ensure_ready(self) -> None:
-        """Connect and install the helper in the current session if it is not there yet."""
+        """Connect and install the helper in the current session if it is not there yet.
+
+        Natively, only make sure the session exists (an empty, silent cell),
+        so that the first cell does not wait for its allocation.
+        """
         await self.connect()
         async with self._installing:
             if self._helper_session == self.identifier:
                 return
             identifier = self.identifier
+            if self.native:
+                cell = JupyterCell(silent=True, store_history=False)
+                with self._client_errors():
+                    async for _ in self.client.execute_stream(identifier, "", timeout=60, cell=cell):
+                        pass
+                self._helper_session = identifier
+                return
             execution = await self._execute(_calls.install_code(), timeout=60)
             try:
                 status = _calls.decode_install(execution.result)
@@ -287,7 +318,9 @@ class RemoteSession:
             self._helper_session = identifier
 
     def forget_helper(self) -> None:
+        """The session changed or ended: prepare the next one before its first cell."""
         self._helper_session = None
+        self._etag = None
 
     @contextlib.contextmanager
     def _client_errors(self, *passed_on: type[Exception]) -> Iterator[None]:
@@ -327,20 +360,22 @@ class RemoteSession:
         emit: Emit,
         interrupted: asyncio.Event,
         silent: bool = False,
+        store_history: bool = True,
         user_expressions: Mapping[str, str] | None = None,
-        top_level_await: bool = False,
+        top_level_await: bool | Callable[[], bool] = False,
     ) -> CellReply:
         """Run one cell, emitting its outputs; returns the reply fields.
 
         Raises a :class:`KernelSessionError` subclass when the cell could not
         finish normally (lost session, timeout, interrupt on Azure, backend
         failure). ``interrupted`` is set by the kernel on SIGINT.
+        ``top_level_await`` (or a function that says so, asked only when the
+        helper runs the cell) says whether the cell needs the session's loop.
         """
         hold = _ErrorHold(emit)
         sent = asyncio.Event()  # set when the cell goes out: the timeout counts from there
-        run = asyncio.ensure_future(
-            self._run(code, execution_count, timeout, hold, silent, dict(user_expressions or {}), top_level_await, sent)
-        )
+        options = _CellOptions(execution_count, silent, store_history, dict(user_expressions or {}), top_level_await)
+        run = asyncio.ensure_future(self._run(code, options, timeout, hold, sent))
         stop = asyncio.ensure_future(interrupted.wait())
         sending = asyncio.ensure_future(sent.wait())
         try:
@@ -396,37 +431,16 @@ class RemoteSession:
         except (SessionsError, asyncio.TimeoutError) as exc:
             self.log.warning("Interrupting the session failed: %s", exc)
 
-    async def _run(
-        self,
-        code: str,
-        execution_count: int | None,
-        timeout: float,
-        hold: _ErrorHold,
-        silent: bool,
-        user_expressions: dict[str, str],
-        top_level_await: bool,
-        sent: asyncio.Event,
-    ) -> CellReply:
+    async def _run(self, code: str, options: _CellOptions, timeout: float, hold: _ErrorHold, sent: asyncio.Event) -> CellReply:
         await self.ensure_ready()
         sent.set()
+        execution_count, silent, user_expressions = options.execution_count, options.silent, options.user_expressions
         if self._raw:
             return await self._run_raw(code, execution_count, timeout, hold)
-        live = self.has("stream")
-        call = _calls.run_code(
-            code,
-            execution_count,
-            silent=silent,
-            user_expressions=user_expressions,
-            live=live,
-            top_level_await=top_level_await,
-        )
-        if live:
-            try:
-                return await self._run_live(call, execution_count, timeout, hold)
-            except ExtensionUnavailableError:
-                self.log.warning("The pool no longer offers streaming; using the Azure contract.")
-                self.backend = dataclasses.replace(self.backend, extensions=frozenset())  # type: ignore[arg-type]
-                call = _calls.run_code(code, execution_count, silent=silent, user_expressions=user_expressions, top_level_await=top_level_await)
+        if self.native:
+            return await self._run_native(code, options, timeout, hold)
+        top_level_await = options.top_level_await() if callable(options.top_level_await) else options.top_level_await
+        call = _calls.run_code(code, execution_count, silent=silent, user_expressions=user_expressions, top_level_await=top_level_await)
         return await self._run_contract(call, execution_count, timeout, hold)
 
     async def _run_contract(self, call: str, execution_count: int | None, timeout: float, hold: _ErrorHold) -> CellReply:
@@ -469,36 +483,31 @@ class RemoteSession:
                 self.log.info("Could not delete %s from the session: %s", name, exc)
         return _calls.decode_cell_reply(data.decode("utf-8"))
 
-    async def _run_live(self, call: str, execution_count: int | None, timeout: float, hold: _ErrorHold) -> CellReply:
-        reply: dict[str, Any] | None = None
-        missing = False
+    async def _run_native(self, code: str, options: _CellOptions, timeout: float, hold: _ErrorHold) -> CellReply:
+        cell = JupyterCell(options.execution_count, options.silent, options.store_history, options.user_expressions)
         done = None
-        with self._client_errors(ExtensionUnavailableError):
-            async for event in self.client.execute_stream(self.identifier, call, timeout=timeout):
-                if event.done:  # the last event; reading on lets the stream close itself
-                    done = event
-                    continue
-                if event.type != "iopub" or not event.msg_type:
-                    continue
-                content = dict(event.content or {})
-                data = content.get("data") or {}
-                if event.msg_type == "display_data" and REPLY_MIME in data:
-                    reply = data[REPLY_MIME]
-                elif event.msg_type == "execute_result" and _calls.HELPER_MISSING in str(data.get("text/plain", "")):
-                    missing = True
-                else:
-                    hold(event.msg_type, self._with_count(event.msg_type, content, execution_count))
+        try:
+            with self._client_errors(ExtensionUnavailableError):
+                async for event in self.client.execute_stream(self.identifier, code, timeout=timeout, cell=cell, session_etag=self._etag):
+                    if event.done:  # the last event; reading on lets the stream close itself
+                        done = event
+                    elif event.type == "iopub" and event.msg_type:
+                        hold(event.msg_type, self._with_count(event.msg_type, dict(event.content or {}), options.execution_count))
+        except ExtensionUnavailableError:
+            # A pool restarted in Azure-strict mode under the same address: this cell did not run.
+            self.backend = dataclasses.replace(self.backend, extensions=frozenset())  # type: ignore[arg-type]
+            raise self._lost("The session pool was restarted in Azure-strict mode, which ended its sessions; this cell did not run") from None
         execution = done.execution if done is not None else None
-        if missing or (execution is not None and _calls.HELPER_MISSING in str(execution.result)):
-            raise self._lost()
         if _error_code(execution) in _LOST_CODES:
             raise self._lost(execution.error.message if execution and execution.error else "")
+        if done is not None and done.etag:
+            self._etag = done.etag  # from now on, only this session will do
         if done is not None and done.status == "timeout":
             raise self._timeout(timeout, hold.take())
-        if reply is None:
+        if done is None or done.reply is None:
             message = execution.error.message if execution is not None and execution.error else "the stream ended early"
             raise BackendError(f"The session ended the cell without a reply: {message}.")
-        return CellReply.from_helper(reply)
+        return CellReply.from_helper(done.reply)
 
     async def _run_raw(self, code: str, execution_count: int | None, timeout: float, hold: _ErrorHold) -> CellReply:
         """Best effort for a session without IPython: stdout, stderr and the one result value."""

@@ -17,10 +17,9 @@ string: the cell's result value, which Azure passes back unchanged (a reply
 over :data:`SPILL_BYTES` is written to a file in ``/mnt/data`` instead, and
 the result value points to it).
 
-On a pool that streams the session kernel's real iopub messages (the local
-pool's extension) the kernel calls :func:`run` with ``live=True`` instead:
-outputs then travel natively and only the execute-reply fields are published,
-as a display with the private :data:`REPLY_MIME` type the kernel swallows.
+On the local pool the kernel does not use the helper for cells: they run
+as themselves there, and their outputs travel natively (the pool's
+``jupyter-cells`` extension).
 
 The user's code arrives base64-encoded and is run unmodified, so quoting
 never matters and traceback line numbers match the notebook cell.
@@ -39,9 +38,7 @@ import uuid
 #: Name under which the helper lives in the session's ``sys.modules``.
 MODULE_NAME = "_azure_sessions_kernel_session"
 #: Bumped whenever the kernel/helper JSON shape changes; the kernel re-installs on mismatch.
-PROTOCOL = 1
-#: MIME type of the reply display published in live mode.
-REPLY_MIME = "application/vnd.azure-sessions-kernel.reply+json"
+PROTOCOL = 2
 #: Replies larger than this travel as a file instead of the result value:
 #: pools cap what one execution returns (the local pool at 8 MiB, Azure at an
 #: undocumented size), while the files API streams any size.
@@ -218,7 +215,7 @@ def _reply(shell, result, log, user_expressions):
     """The execute_reply fields of a finished cell (everything but the outputs)."""
     reply = {"status": "ok" if result.success else "error"}
     if not result.success:
-        error = next((o["content"] for o in reversed(log.outputs) if o["msg_type"] == "error"), None) if log is not None else None
+        error = next((o["content"] for o in reversed(log.outputs) if o["msg_type"] == "error"), None)
         exc = result.error_before_exec or result.error_in_exec
         reply.update(
             ename=error["ename"] if error else type(exc).__name__,
@@ -241,15 +238,15 @@ def _ends_with_semicolon(shell, code):
 
 
 @contextlib.contextmanager
-def _cell(shell, code, live, execution_count, user_expressions):
-    """Set up one cell: capture (unless ``live``), no stdin; yields a dict the caller fills with ``result``.
+def _cell(shell, code, execution_count, user_expressions):
+    """Set up one cell: capture, no stdin; yields a dict the caller fills with ``result``.
 
     The cell runs with ``store_history=False``: the displayhook decides
     whether a trailing ``;`` silences a result by reading the *last history
     entry*, which must stay the session's own cell (our call) so that our
     reply is never silenced; the user's ``;`` is honoured by ``quiet`` below.
     """
-    log = None if live else _OutputLog()
+    log = _OutputLog()
     box = {}
     hook = shell.displayhook
     quiet = _ends_with_semicolon(shell, code)
@@ -266,18 +263,11 @@ def _cell(shell, code, live, execution_count, user_expressions):
             shell.execution_count = int(execution_count)
         stack.enter_context(_instance_overrides(hook, quiet=lambda: quiet))
         stack.enter_context(_without_stdin())
-        if log is not None:
-            stack.enter_context(_capturing(shell, log, execution_count))
+        stack.enter_context(_capturing(shell, log, execution_count))
         yield box
     reply = _reply(shell, box["result"], log, json.loads(_decode(user_expressions)) if user_expressions else {})
-    if log is None:
-        # Published through the session's real display channel, so it arrives
-        # last in the stream, after every output of the cell.
-        shell.display_pub.publish({REPLY_MIME: reply, "text/plain": ""}, {})
-        box["value"] = None
-    else:
-        reply["outputs"] = log.outputs
-        box["value"] = _spill_if_large(_dumps({"azure_sessions_kernel": PROTOCOL, **reply}))
+    reply["outputs"] = log.outputs
+    box["value"] = _spill_if_large(_dumps({"azure_sessions_kernel": PROTOCOL, **reply}))
 
 
 def _spill_if_large(reply_json):
@@ -293,8 +283,8 @@ def _spill_if_large(reply_json):
     return _dumps({"azure_sessions_kernel": PROTOCOL, "spilled": name})
 
 
-def run(code_b64, execution_count=None, silent=False, user_expressions=None, live=False):
-    """Run one cell; return the JSON reply (``live=False``) or ``None`` (live).
+def run(code_b64, execution_count=None, silent=False, user_expressions=None):
+    """Run one cell; return its JSON reply (outputs and execute-reply fields).
 
     ``execution_count`` is the notebook's (``None`` for cells outside the
     history, which the kernel keeps itself); ``user_expressions`` is base64
@@ -303,12 +293,12 @@ def run(code_b64, execution_count=None, silent=False, user_expressions=None, liv
     """
     shell = _shell()
     code = _decode(code_b64)
-    with _cell(shell, code, live, execution_count, user_expressions) as box:
+    with _cell(shell, code, execution_count, user_expressions) as box:
         box["result"] = shell.run_cell(code, store_history=False, silent=silent)
     return box["value"]
 
 
-async def run_async(code_b64, execution_count=None, silent=False, user_expressions=None, live=False):
+async def run_async(code_b64, execution_count=None, silent=False, user_expressions=None):
     """:func:`run` for cells with top-level ``await``: awaited by the session's own loop."""
     shell = _shell()
     code = _decode(code_b64)
@@ -316,7 +306,7 @@ async def run_async(code_b64, execution_count=None, silent=False, user_expressio
         transformed, preprocessing_exc = shell.transform_cell(code), None
     except Exception:
         transformed, preprocessing_exc = code, sys.exc_info()
-    with _cell(shell, code, live, execution_count, user_expressions) as box:
+    with _cell(shell, code, execution_count, user_expressions) as box:
         box["result"] = await shell.run_cell_async(
             code,
             store_history=False,

@@ -243,7 +243,7 @@ class AzureSessionsKernel(IPythonKernel):
             reply = await self._run_local(plan.before, silent, False, {}, allow_stdin, cell_meta, cell_id)
             if reply["status"] != "ok":
                 return self._finish(code, store_history, silent, reply, count)
-        reply = await self._run_remote(plan.remote, count, silent, user_expressions)
+        reply = await self._run_remote(plan.remote, count, silent, store_history, user_expressions)
         if plan.after and reply["status"] == "ok":
             after = await self._run_local(plan.after, silent, False, {}, allow_stdin, cell_meta, cell_id)
             if after["status"] != "ok":
@@ -268,7 +268,9 @@ class AzureSessionsKernel(IPythonKernel):
         sys.stderr.flush()
         return reply
 
-    async def _run_remote(self, code: str, count: int, silent: bool, user_expressions: dict[str, str] | None) -> dict[str, Any]:
+    async def _run_remote(
+        self, code: str, count: int, silent: bool, store_history: bool, user_expressions: dict[str, str] | None
+    ) -> dict[str, Any]:
         interrupted = asyncio.Event()
         try:
             with self._sigint_sets(interrupted):
@@ -279,8 +281,9 @@ class AzureSessionsKernel(IPythonKernel):
                     emit=self._publish,
                     interrupted=interrupted,
                     silent=silent,
+                    store_history=store_history,
                     user_expressions=user_expressions,
-                    top_level_await=self._needs_await(code),
+                    top_level_await=lambda: self._needs_await(code),
                 )
         except KernelSessionError as exc:
             return self._fail(exc.ename, str(exc), count, exc.traceback)

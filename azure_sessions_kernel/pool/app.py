@@ -167,6 +167,20 @@ def create_app(
         s.touch()
         return s
 
+    def matching_session(request: Request, v: wire.ApiVersion, if_match: str) -> PoolSession:
+        """The identifier's session if it is the one ``If-Match`` names (``*``: any); never creates one."""
+        ident = identifier_of(request, v)
+        s = manager.find(ident)
+        wanted = {tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")}
+        if s is None or not ("*" in wanted or s.etag in wanted):
+            raise PoolError(
+                f"The session with identifier '{ident}' that the request names (If-Match) no longer exists; "
+                "it ended or was replaced by a new one. Nothing was run.",
+                code="SessionWithIdentifierNotFound", status=404,
+            )  # fmt: skip
+        s.touch()
+        return s
+
     async def end_session(request: Request, route: str) -> str:
         """Delete the session named by the request (DELETE session, stopSession); its identifier."""
         ident = identifier_of(request, version_of(request, _SESSIONS_SINCE, route))
@@ -365,16 +379,29 @@ def create_app(
         @app.post("/.local/executions/stream", tags=["local extensions"], summary="Execute and stream Jupyter outputs as NDJSON")
         async def stream_execution(request: Request) -> Response:
             v = version_of(request)
-            req = wire.parse_execute_request(v, await json_body(request))
-            s = await session_of(request, v)
+            body = await json_body(request)
+            req = wire.parse_execute_request(v, body)
+            cell = wire.parse_jupyter_cell(body)
+            if_match = request.headers.get("if-match")
+            s = matching_session(request, v, if_match) if if_match is not None else await session_of(request, v)
             events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+            def relay(msg_type: str, content: dict[str, Any]) -> None:
+                events.put_nowait({"type": "iopub", "msg_type": msg_type, "content": content})
 
             async def run() -> None:
                 try:
-                    ex = await manager.execute(s, req, on_event=lambda mt, c: events.put_nowait({"type": "iopub", "msg_type": mt, "content": c}))
+                    reply = None
+                    if cell is None:
+                        ex = await manager.execute(s, req, on_event=relay)
+                    else:
+                        ex, reply = await manager.execute_cell(s, req, cell, on_event=relay)
                     status = "ok" if ex.succeeded else ("timeout" if ex.error and ex.error.code == "Timeout" else "error")
-                    _, body, _ = wire.render_execution(v, ex)
-                    events.put_nowait({"type": "done", "status": status, "execution": body})
+                    _, rendered, _ = wire.render_execution(v, ex)
+                    done: dict[str, Any] = {"type": "done", "status": status, "execution": rendered, "etag": s.etag}
+                    if reply is not None:
+                        done["reply"] = wire.render_cell_reply(reply)
+                    events.put_nowait(done)
                 except Exception as exc:  # report inside the stream: headers are already sent
                     events.put_nowait({"type": "done", "status": "error", "error": {"code": "InternalServerError", "message": str(exc)}})
                 finally:

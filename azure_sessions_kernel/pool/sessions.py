@@ -417,6 +417,27 @@ class SessionManager:
         not answer within ``interrupt_grace`` the session is killed and
         removed, and the outcome says so.
         """
+        execution, _ = await self._execute(s, req, None, on_event, execution_id)
+        return execution
+
+    async def execute_cell(
+        self, s: PoolSession, req: wire.ExecutionRequest, cell: wire.JupyterCell, *, on_event: EventSink | None = None
+    ) -> tuple[wire.Execution, dict[str, Any] | None]:
+        """:meth:`execute` as the notebook cell ``cell`` (the ``jupyter-cells`` extension).
+
+        Also returns the session kernel's ``execute_reply`` content (``None``
+        when the kernel never answered: crash, kill after a timeout).
+        """
+        return await self._execute(s, req, cell, on_event, None)
+
+    async def _execute(
+        self,
+        s: PoolSession,
+        req: wire.ExecutionRequest,
+        cell: wire.JupyterCell | None,
+        on_event: EventSink | None,
+        execution_id: str | None,
+    ) -> tuple[wire.Execution, dict[str, Any] | None]:
         execution_id = execution_id or str(uuid.uuid4())
         started = time.monotonic()
         async with s.lock:
@@ -427,34 +448,40 @@ class SessionManager:
                     raise _SessionGone("The session was deleted while this execution waited for it; the code did not run.")
                 if not s.sandbox.is_alive():
                     raise _SessionGone(self._crash_message(s, during=False))
-                outcome = await self._run(s, req, on_event)
+                outcome = await self._run(s, req, cell, on_event)
             except _SessionGone as gone:
                 await self.delete(s.identifier)
-                return self._finish(s, req, execution_id, started, _Collected(), None, error=("SessionCrashed", str(gone)))
+                return self._finish(s, req, execution_id, started, _Collected(), None, error=("SessionCrashed", str(gone))), None
             finally:
                 s.running_msg_id = None
                 s.touch()
                 self._start_drain(s)
         collected, reply, error = outcome
-        return self._finish(s, req, execution_id, started, collected, reply, error=error)
+        return self._finish(s, req, execution_id, started, collected, reply, error=error), reply
 
     async def _run(
-        self, s: PoolSession, req: wire.ExecutionRequest, on_event: EventSink | None
+        self, s: PoolSession, req: wire.ExecutionRequest, cell: wire.JupyterCell | None, on_event: EventSink | None
     ) -> tuple[_Collected, dict[str, Any] | None, tuple[str, str] | None]:
         kc = s.kc
+        cell_ = cell or wire.JupyterCell()
         msg = kc.session.msg(
             "execute_request",
             {
                 "code": req.code,
-                "silent": False,
-                "store_history": True,
-                "user_expressions": {},
+                "silent": cell_.silent,
+                "store_history": cell_.store_history,
+                "user_expressions": dict(cell_.user_expressions),
                 "allow_stdin": False,
                 "stop_on_error": False,
             },
         )
-        # The runner reads this to return strings as repr (returnJupyterFormatExecutionResult).
-        msg["metadata"]["azure_sessions"] = {"jupyter_format": req.return_jupyter_format}
+        # Read by the runner (pool/runner/session_kernel.py): strings as repr
+        # (returnJupyterFormatExecutionResult); for a notebook cell, its count
+        # and no Azure result (the notebook has the outputs themselves).
+        options: dict[str, Any] = {"jupyter_format": req.return_jupyter_format}
+        if cell is not None:
+            options.update(execution_count=cell.execution_count, result=False)
+        msg["metadata"]["azure_sessions"] = options
         kc.shell_channel.send(msg)
         msg_id = msg["header"]["msg_id"]
         s.running_msg_id = msg_id

@@ -277,3 +277,53 @@ def test_nothing_after_the_done_line_matters(make_client, kind):
     rec = Recorder(lambda request: httpx.Response(200, content=body_stream(kind, lambda: in_pieces(data, 16))))
     events = list(make_client(rec).execute_stream(SESSION, "1"))
     assert [e.type for e in events] == ["done"]
+
+
+# --------------------------------------------------------------------------
+# The jupyter-cells extension: a cell's options out, its reply and etag back
+# --------------------------------------------------------------------------
+
+REPLY = {"status": "error", "execution_count": 7, "ename": "NameError", "evalue": "name 'x' is not defined",
+         "traceback": ["Cell In[7], line 1", "NameError: name 'x' is not defined"], "payload": [], "user_expressions": {}}
+
+
+def test_a_cell_request_carries_its_options_and_the_etag_precondition(make_client, kind):
+    done = {"type": "done", "status": "error", "execution": EXECUTION, "etag": "e7a9", "reply": REPLY}
+    rec = Recorder(lambda request: httpx.Response(200, content=body_stream(kind, lambda: iter([ndjson([done])]))))
+    cell = wire.JupyterCell(execution_count=7, silent=False, store_history=True, user_expressions={"n": "len(df)"})
+    events = list(make_client(rec).execute_stream(SESSION, "x", cell=cell, session_etag="e7a9"))
+
+    body = json.loads(rec.last.content)
+    assert body["code"] == "x"
+    assert body["jupyter"] == {"executionCount": 7, "silent": False, "storeHistory": True, "userExpressions": {"n": "len(df)"}}
+    assert rec.last.headers["If-Match"] == '"e7a9"'
+    assert events[-1].etag == "e7a9" and events[-1].reply == REPLY
+
+
+def test_a_plain_stream_request_has_no_cell_and_no_precondition(make_client, kind):
+    rec = Recorder(lambda request: httpx.Response(200, content=body_stream(kind, lambda: iter([ndjson(LINES[-1:])]))))
+    events = list(make_client(rec).execute_stream(SESSION, "1"))
+    assert "jupyter" not in json.loads(rec.last.content) and "If-Match" not in rec.last.headers
+    assert events[-1].reply is None and events[-1].etag is None
+
+
+@pytest.mark.parametrize(
+    "reply, message",
+    [([1], "must be an object"), ({"ename": "X"}, "string 'status'"), ({"status": "ok", "traceback": "text"}, "'reply.traceback' must be a list"),
+     ({"status": "ok", "user_expressions": []}, "'reply.user_expressions' must be a JSON object")],
+)
+def test_a_malformed_cell_reply_is_a_format_error(make_client, kind, reply, message):
+    data = ndjson([{"type": "done", "status": "ok", "execution": EXECUTION, "reply": reply}])
+    rec = Recorder(lambda request: httpx.Response(200, content=body_stream(kind, lambda: iter([data]))))
+    with pytest.raises(ResponseFormatError, match=message):
+        list(make_client(rec).execute_stream(SESSION, "1", cell=wire.JupyterCell()))
+
+
+@pytest.mark.parametrize("kwargs", [{"cell": {"executionCount": 1}}, {"session_etag": ""}, {"session_etag": 'a"b'}, {"session_etag": 5}])
+def test_bad_cell_arguments_are_refused_before_sending(make_client, kwargs):
+    rec = Recorder()
+    client = make_client(rec)
+    target = getattr(client, "client", client)
+    with pytest.raises(ConfigurationError):
+        target.execute_stream(SESSION, "1", **kwargs)
+    assert rec.requests == []

@@ -42,6 +42,12 @@ ipykernel with the differences a remote code-interpreter session needs:
       client.shell_channel.send(msg)
 
   and the reply then says ``{"kind": "json", "value": "'abc'"}`` for ``"abc"``.
+
+  The same metadata may carry ``"execution_count": n`` (run the cell as the
+  notebook's cell ``n``: tracebacks say ``Cell In[n]``, ``Out[n]`` is set) and
+  ``"result": false`` (a notebook cell: no Azure result, the key is absent);
+* only the pool reads this kernel's iopub: it publishes no ``execute_input``
+  echo and no ``busy`` status (``idle`` still ends every request).
 """
 
 from __future__ import annotations
@@ -58,6 +64,10 @@ RESULT_KEY = "azure_sessions"
 #: ``metadata[RESULT_KEY][JUPYTER_FORMAT]`` of an ``execute_request``: strings as ``repr``
 #: (Azure's ``returnJupyterFormatExecutionResult``).
 JUPYTER_FORMAT = "jupyter_format"
+#: ``metadata[RESULT_KEY][EXECUTION_COUNT]``: run the cell under this execution count.
+EXECUTION_COUNT = "execution_count"
+#: ``metadata[RESULT_KEY][AZURE_RESULT]``: ``False`` skips working out the Azure result.
+AZURE_RESULT = "result"
 #: Working directory when not ``/mnt/data`` (set by the insecure launcher).
 DATA_DIR_ENV = "AZURE_SESSIONS_DATA_DIR"
 #: The image's pre-built matplotlib cache, copied into ``$MPLCONFIGDIR`` at start.
@@ -65,8 +75,8 @@ MPL_CACHE_ENV = "AZURE_SESSIONS_MPL_CACHE"
 DEFAULT_DATA_DIR = "/mnt/data"
 
 STDIN_MESSAGE = (
-    "stdin is not available in remote sessions: input() and getpass() cannot read from a keyboard. "
-    "Put the value in the code (or in a file under /mnt/data) instead."
+    "input() is not available: this code runs in a remote session, which has no stdin (nobody is at a keyboard). "
+    "Set the value in the code instead, or put it in a file under /mnt/data and read it."
 )
 
 
@@ -116,6 +126,13 @@ def describe_result(value: Any, succeeded: bool, transformed_cell: str, strings_
 # --------------------------------------------------------------------------
 
 
+def _request_options(parent: Any) -> dict[str, Any]:
+    """``metadata["azure_sessions"]`` of an ``execute_request``, or ``{}``."""
+    metadata = (parent or {}).get("metadata") or {}
+    options = metadata.get(RESULT_KEY) if isinstance(metadata, dict) else None
+    return options if isinstance(options, dict) else {}
+
+
 def _make_kernel_class() -> type:
     """Build the kernel class; ipykernel is imported here so the module imports cheaply."""
     from ipykernel.ipkernel import IPythonKernel
@@ -133,15 +150,28 @@ def _make_kernel_class() -> type:
         getpass = staticmethod(refuse_stdin)
         _no_raw_input = staticmethod(refuse_stdin)
 
+        # Only the pool listens to this kernel's iopub, and it needs neither the
+        # echo of its own code nor "busy" (it waits for "idle"): two messages
+        # less to sign, send, receive and check on every execution.
+        def _publish_execute_input(self, code, parent, execution_count):
+            pass
+
+        def _publish_status(self, status, channel, parent=None):
+            if status != "busy":
+                super()._publish_status(status, channel, parent)
+
         async def do_execute(self, code, silent, store_history=True, user_expressions=None, allow_stdin=False, **kwargs):
+            options = _request_options(self.get_parent("shell"))
+            count = options.get(EXECUTION_COUNT)
+            if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+                self.shell.execution_count = count  # the notebook's number: "Cell In[n]", Out[n]
             # Never ask the client for input, whatever the request says.
             reply = await super().do_execute(code, silent, store_history, user_expressions, False, **kwargs)
-            reply[RESULT_KEY] = self._azure_result(code, reply.get("status") == "ok")
+            if options.get(AZURE_RESULT, True):
+                reply[RESULT_KEY] = self._azure_result(code, reply.get("status") == "ok", options)
             return reply
 
-        def _azure_result(self, code: str, succeeded: bool) -> dict[str, Any]:
-            metadata = (self.get_parent("shell") or {}).get("metadata") or {}
-            options = metadata.get(RESULT_KEY) or {}
+        def _azure_result(self, code: str, succeeded: bool, options: dict[str, Any]) -> dict[str, Any]:
             result = self.shell.last_execution_result
             try:
                 transformed = self.shell.transform_cell(code)
@@ -151,7 +181,7 @@ def _make_kernel_class() -> type:
                 result.result if result is not None else None,
                 succeeded and result is not None and result.success,
                 transformed,
-                strings_as_repr=bool(isinstance(options, dict) and options.get(JUPYTER_FORMAT)),
+                strings_as_repr=bool(options.get(JUPYTER_FORMAT)),
             )
 
     return SessionKernel
