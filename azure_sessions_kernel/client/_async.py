@@ -16,6 +16,7 @@ import httpx
 from .. import wire
 from ._base import ClientBase, Operation, Send, Sink, Sleep, T
 from ._streams import ProgressCallback, StreamEvent, UploadData
+from ._transport import LoopbackTransport, is_loopback
 
 __all__ = ["AsyncSessionsClient"]
 
@@ -35,6 +36,12 @@ class AsyncSessionsClient(ClientBase):
     _http_class = httpx.AsyncClient
     _http: httpx.AsyncClient
     _sleep = staticmethod(asyncio.sleep)
+
+    def _default_transport(self) -> Any:
+        # A pool on this machine (the local pool) gets the lean transport of _transport.py.
+        if self._endpoint.scheme == "http" and is_loopback(self._endpoint):
+            return LoopbackTransport()
+        return None
 
     # -- driver -------------------------------------------------------------------
 

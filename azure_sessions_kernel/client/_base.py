@@ -207,10 +207,16 @@ class ClientBase(abc.ABC):
         self._clock: Callable[[], float] = time.monotonic
         merged = {"User-Agent": f"azure-sessions-kernel/{__version__} python-httpx/{httpx.__version__}"}
         merged.update(headers or {})
+        if transport is None:
+            transport = self._default_transport()
         # Redirects stay off: following one could carry the token to another host.
         self._http = self._http_class(
             auth=self._auth, transport=transport, headers=merged, timeout=httpx.Timeout(**timeout.http()), follow_redirects=False
         )
+
+    def _default_transport(self) -> Any:
+        """The transport when the caller gives none; ``None`` means httpx's default."""
+        return None
 
     @property
     def endpoint(self) -> str:
