@@ -31,6 +31,8 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.utils.tokenutil import line_at_cursor
 from ipykernel.ipkernel import IPythonKernel
+from ipykernel.iostream import OutStream
+from ipykernel.kernelapp import IPKernelApp
 from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
 
 from .. import __version__
@@ -49,6 +51,11 @@ class AzureSessionsKernel(IPythonKernel):
 
     implementation = "azure_sessions_kernel"
     implementation_version = __version__
+
+    # ipykernel sleeps 0.5 ms after every execution so that local stdout flushed
+    # just before the reply gets out first. Remote outputs are published directly
+    # (and local magics flush their output before returning): no need to wait.
+    _execute_sleep = Float(0.0).tag(config=True)
 
     endpoint = Unicode(
         help=dedent(
@@ -429,3 +436,39 @@ class AzureSessionsKernel(IPythonKernel):
             except Exception as exc:
                 self.log.warning("Closing the session connection failed: %s", exc)
         return super().do_shutdown(restart)
+
+
+class _OutStream(OutStream):
+    """ipykernel's stdout/stderr, without the round trip to the IOPub thread when nothing is pending.
+
+    ipykernel flushes both streams around every execution and each flush waits
+    for the IOPub thread; this kernel's cells print nothing here (their output
+    comes from the session), so those waits were pure latency.
+    """
+
+    def flush(self) -> None:
+        try:
+            with self._buffer_lock:
+                pending = self._flush_pending or self._subprocess_flush_pending or any(b.tell() for b in self._buffers.values())
+        except AttributeError:  # another ipykernel's internals: flush as it does
+            pending = True
+        if pending:
+            super().flush()
+
+
+class AzureSessionsKernelApp(IPKernelApp):
+    """ipykernel's application, starting the kernel without subshells.
+
+    Subshells (JEP 91) run a notebook's requests concurrently in this process,
+    but its cells all run in the one remote session, which takes one execution
+    at a time. Without them a request reaches the kernel without a hop between
+    threads, and ``kernel_info`` does not promise concurrency the session cannot give.
+    """
+
+    @default("outstream_class")
+    def _default_outstream_class(self) -> str:
+        return f"{__name__}._OutStream"
+
+    def init_sockets(self) -> None:
+        super().init_sockets()
+        self.shell_channel_thread = None

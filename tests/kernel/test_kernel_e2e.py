@@ -436,3 +436,21 @@ def test_an_unreachable_pool_gives_every_request_a_clear_answer(jupyter_path: Pa
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=False)
+
+
+def test_kernel_info_promises_neither_a_debugger_nor_subshells(kernel: Kernel) -> None:
+    """Both would act on this local process, not on the session where cells run."""
+    kernel.kc.kernel_info()
+    reply = kernel.kc.get_shell_msg(timeout=30)
+    features = reply["content"].get("supported_features", [])
+    assert reply["content"]["implementation"] == "azure_sessions_kernel"
+    assert "debugger" not in features and "kernel subshells" not in features
+
+
+def test_output_printed_by_a_local_magic_arrives_before_the_cell_ends(kernel: Kernel) -> None:
+    """The kernel skips ipykernel's flush round trip only when nothing is pending."""
+    for _ in range(3):
+        reply, outputs = kernel.run("%timeout 7")
+        assert reply["content"]["status"] == "ok"
+        assert "7" in "".join(c["text"] for c in content(outputs, "stream"))
+    kernel.run("%timeout 220")

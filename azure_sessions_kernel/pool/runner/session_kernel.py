@@ -137,6 +137,7 @@ def _make_kernel_class() -> type:
     """Build the kernel class; ipykernel is imported here so the module imports cheaply."""
     from ipykernel.ipkernel import IPythonKernel
     from IPython.core.error import StdinNotImplementedError
+    from traitlets import Float
 
     def refuse_stdin(*_args: Any, **_kwargs: Any) -> str:
         raise StdinNotImplementedError(STDIN_MESSAGE)
@@ -149,6 +150,11 @@ def _make_kernel_class() -> type:
         raw_input = staticmethod(refuse_stdin)
         getpass = staticmethod(refuse_stdin)
         _no_raw_input = staticmethod(refuse_stdin)
+
+        # ipykernel sleeps 0.5 ms after each execution so that stdout flushed
+        # just before the reply has left first; the pool waits for "idle", which
+        # comes after every output on the same channel, so it loses nothing.
+        _execute_sleep = Float(0.0).tag(config=True)
 
         # Only the pool listens to this kernel's iopub, and it needs neither the
         # echo of its own code nor "busy" (it waits for "idle"): two messages
@@ -187,6 +193,27 @@ def _make_kernel_class() -> type:
     return SessionKernel
 
 
+def _make_outstream_class() -> type:
+    """ipykernel's stdout/stderr, without the round trip to the IOPub thread when nothing is pending.
+
+    ipykernel flushes both streams after every execution, each flush waiting
+    for the IOPub thread; most cells leave nothing to flush.
+    """
+    from ipykernel.iostream import OutStream
+
+    class QuietOutStream(OutStream):
+        def flush(self) -> None:
+            try:
+                with self._buffer_lock:
+                    pending = self._flush_pending or self._subprocess_flush_pending or any(b.tell() for b in self._buffers.values())
+            except AttributeError:  # another ipykernel's internals: flush as it does
+                pending = True
+            if pending:
+                super().flush()
+
+    return QuietOutStream
+
+
 def _prepare_process() -> None:
     """Set the working directory and the environment defaults before IPython starts."""
     os.chdir(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
@@ -210,8 +237,9 @@ def main(argv: list[str] | None = None) -> None:
     from ipykernel.kernelapp import IPKernelApp
 
     args = list(sys.argv[1:] if argv is None else argv)
+    globals()["QuietOutStream"] = _make_outstream_class()  # found by name through IPKernelApp.outstream_class
     IPKernelApp.launch_instance(
-        argv=["--HistoryManager.enabled=False", *args],
+        argv=["--HistoryManager.enabled=False", f"--IPKernelApp.outstream_class={__name__}.QuietOutStream", *args],
         kernel_class=_make_kernel_class(),
     )
 
