@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: all setup system image demo test bench clean
+.PHONY: all setup system image bytecode demo test bench clean
 
 all: test
 
@@ -33,7 +33,14 @@ system:
 image: $(STAMP) system
 	$(BIN)/azure-sessions-kernel image build
 
-setup: $(STAMP) system image
+# Byte-compile the package as pip does for a normal install: with an editable
+# install under PYTHONDONTWRITEBYTECODE (set on some machines, CI among them)
+# every kernel and pool would otherwise compile it afresh at each start.
+# Stale files are harmless: Python checks each against its source.
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q azure_sessions_kernel
+
+setup: $(STAMP) system image bytecode
 
 demo: setup
 	$(BIN)/python -m azure_sessions_kernel.kernel.install --sys-prefix >/dev/null

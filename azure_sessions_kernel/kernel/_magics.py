@@ -25,13 +25,16 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from tqdm import tqdm
 
-from ..client import MAX_EXECUTION_TIMEOUT, RemoteFile, SessionNotFoundError, SessionsClient, SessionsError, UnsupportedOperationError
+from ..wire import MAX_EXECUTION_TIMEOUT, RemoteFile
 from ._identifiers import check_name
+from ._lazy import client as sessions_client
 from ._transfers import REMOTE_ROOT, Transfer, TransferError, format_size, plan_download, plan_upload, remote_relative, walk_remote
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from ..client import SessionsClient
     from .kernel import AzureSessionsKernel
 
 MAGIC_NAMES = ("upload", "download", "files", "session", "timeout")
@@ -118,6 +121,8 @@ def parse_argstring(magic: Any, line: str) -> Any:
 
 
 def _progress(transfers: list[Transfer], verb: str, quiet: bool) -> tqdm:
+    from tqdm import tqdm  # only transfers need it
+
     total = sum(t.size or 0 for t in transfers)
     return tqdm(
         total=total,
@@ -271,12 +276,12 @@ class SessionMagics(Magics):
         ]
         try:
             info = self._client.get_session(remote.identifier)
-        except UnsupportedOperationError:
+        except sessions_client.UnsupportedOperationError:
             lines.append(("age", f"unknown (api-version {remote.api_version} has no session route)"))
-        except SessionNotFoundError:
+        except sessions_client.SessionNotFoundError:
             # Sessions exist from their first execution on (the helper's install is one).
             lines.append(("age", "not started yet: the session is created by the first cell that runs in it"))
-        except SessionsError as exc:
+        except sessions_client.SessionsError as exc:
             lines.append(("age", f"unknown ({exc})"))
         else:
             now = dt.datetime.now(dt.timezone.utc)
@@ -351,5 +356,6 @@ def show_magic_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_
     return stb
 
 
-#: Errors our magics raise that deserve one sentence rather than a traceback.
-MAGIC_ERRORS: tuple[type[BaseException], ...] = (SessionMagicError, TransferError, SessionsError)
+def magic_errors() -> tuple[type[BaseException], ...]:
+    """Errors our magics raise that deserve one sentence rather than a traceback (imports the client)."""
+    return (SessionMagicError, TransferError, sessions_client.SessionsError)

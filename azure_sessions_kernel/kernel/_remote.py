@@ -32,20 +32,14 @@ import dataclasses
 import ipaddress
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..client import (
-    AsyncSessionsClient,
-    Execution,
-    ExecutionTimeoutError,
-    ExtensionUnavailableError,
-    JupyterCell,
-    SessionNotFoundError,
-    SessionsClient,
-    SessionsError,
-    TransportError,
-)
+from ..wire import Execution, JupyterCell
+from ._lazy import client as sessions_client
+
+if TYPE_CHECKING:
+    from ..client import AsyncSessionsClient, SessionsClient
 from . import _calls
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -239,16 +233,16 @@ class RemoteSession:
                 # Should the kernel die without a shutdown, still let the pool know.
                 atexit.register(self._lease.release)
                 endpoint, token, isolation = self._lease.endpoint, self._lease.token, self._lease.isolation
-            self._client = AsyncSessionsClient(endpoint, token=token, api_version=self.api_version)
-        except SessionsError as exc:
+            self._client = sessions_client.AsyncSessionsClient(endpoint, token=token, api_version=self.api_version)
+        except sessions_client.SessionsError as exc:
             raise BackendError(f"Could not set up the session pool connection: {exc}") from exc
         extensions: frozenset[str] = frozenset()
         try:
             metadata = await self._client.metadata()
-        except TransportError as exc:  # not reachable (yet): the next cell tries again
+        except sessions_client.TransportError as exc:  # not reachable (yet): the next cell tries again
             await self._client.close()
             raise BackendError(f"Could not reach the session pool: {exc}") from exc
-        except SessionsError as exc:
+        except sessions_client.SessionsError as exc:
             # Older api-versions and some Azure pools have no metadata route;
             # that only means: no extensions.
             self.log.info("No pool metadata (%s); using the Azure contract only.", exc)
@@ -267,7 +261,7 @@ class RemoteSession:
             raise RuntimeError("connect() first")
         if self._sync_client is None:
             token = self._lease.token if self._lease is not None else self._token
-            self._sync_client = SessionsClient(self.backend.endpoint, token=token, api_version=self.api_version)
+            self._sync_client = sessions_client.SessionsClient(self.backend.endpoint, token=token, api_version=self.api_version)
         return self._sync_client
 
     @property
@@ -327,15 +321,15 @@ class RemoteSession:
         """Client errors as the kernel reports them; ``passed_on`` ones are for the caller."""
         try:
             yield
-        except SessionNotFoundError:
+        except sessions_client.SessionNotFoundError:
             raise self._lost() from None
         except passed_on:
             raise
-        except SessionsError as exc:
+        except sessions_client.SessionsError as exc:
             raise BackendError(str(exc)) from exc
 
     async def _execute(self, code: str, *, timeout: float) -> Execution:
-        with self._client_errors(ExecutionTimeoutError):
+        with self._client_errors(sessions_client.ExecutionTimeoutError):
             return await self.client.execute(self.identifier, code, timeout=timeout)
 
     def _lost(self, reason: str = "") -> SessionLostError:
@@ -428,7 +422,7 @@ class RemoteSession:
     async def _interrupt_remote(self) -> None:
         try:
             await asyncio.wait_for(self.client.interrupt(self.identifier), 2.0)
-        except (SessionsError, asyncio.TimeoutError) as exc:
+        except (sessions_client.SessionsError, asyncio.TimeoutError) as exc:
             self.log.warning("Interrupting the session failed: %s", exc)
 
     async def _run(self, code: str, options: _CellOptions, timeout: float, hold: _ErrorHold, sent: asyncio.Event) -> CellReply:
@@ -446,7 +440,7 @@ class RemoteSession:
     async def _run_contract(self, call: str, execution_count: int | None, timeout: float, hold: _ErrorHold) -> CellReply:
         try:
             execution = await self._execute(call, timeout=timeout)
-        except ExecutionTimeoutError:
+        except sessions_client.ExecutionTimeoutError:
             raise self._timeout(timeout, None) from None
         code = _error_code(execution)
         if code in _LOST_CODES:
@@ -479,7 +473,7 @@ class RemoteSession:
             data = await self.client.download(self.identifier, name)
             try:
                 await self.client.delete_file(self.identifier, name)
-            except SessionsError as exc:  # a leftover file is harmless; the outputs are what matter
+            except sessions_client.SessionsError as exc:  # a leftover file is harmless; the outputs are what matter
                 self.log.info("Could not delete %s from the session: %s", name, exc)
         return _calls.decode_cell_reply(data.decode("utf-8"))
 
@@ -487,13 +481,13 @@ class RemoteSession:
         cell = JupyterCell(options.execution_count, options.silent, options.store_history, options.user_expressions)
         done = None
         try:
-            with self._client_errors(ExtensionUnavailableError):
+            with self._client_errors(sessions_client.ExtensionUnavailableError):
                 async for event in self.client.execute_stream(self.identifier, code, timeout=timeout, cell=cell, session_etag=self._etag):
                     if event.done:  # the last event; reading on lets the stream close itself
                         done = event
                     elif event.type == "iopub" and event.msg_type:
                         hold(event.msg_type, self._with_count(event.msg_type, dict(event.content or {}), options.execution_count))
-        except ExtensionUnavailableError:
+        except sessions_client.ExtensionUnavailableError:
             # A pool restarted in Azure-strict mode under the same address: this cell did not run.
             self.backend = dataclasses.replace(self.backend, extensions=frozenset())  # type: ignore[arg-type]
             raise self._lost("The session pool was restarted in Azure-strict mode, which ended its sessions; this cell did not run") from None
@@ -513,7 +507,7 @@ class RemoteSession:
         """Best effort for a session without IPython: stdout, stderr and the one result value."""
         try:
             execution = await self._execute(code, timeout=timeout)
-        except ExecutionTimeoutError:
+        except sessions_client.ExecutionTimeoutError:
             raise self._timeout(timeout, None) from None
         if execution.stdout:
             hold("stream", {"name": "stdout", "text": execution.stdout})
@@ -571,7 +565,7 @@ class RemoteSession:
             return await asyncio.wait_for(ask(), INTROSPECTION_TIMEOUT)
         except _calls.HelperMissing:
             self.forget_helper()
-        except (SessionsError, KernelSessionError, ValueError, asyncio.TimeoutError) as exc:
+        except (sessions_client.SessionsError, KernelSessionError, ValueError, asyncio.TimeoutError) as exc:
             self.log.info("Remote %s failed: %s", kind, exc)
         except Exception:  # an editor's request must get an (empty) answer, whatever went wrong
             self.log.warning("Remote %s failed unexpectedly", kind, exc_info=True)
@@ -590,7 +584,7 @@ class RemoteSession:
         self.forget_helper()
         try:
             await self.client.delete_session(self.identifier)
-        except SessionNotFoundError:
+        except sessions_client.SessionNotFoundError:
             pass
 
     async def close(self, *, delete: bool) -> None:

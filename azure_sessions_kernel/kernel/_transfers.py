@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
-from ..client import DATA_DIR, MAX_UPLOAD_BYTES, RemoteFile
+from ..wire import DATA_DIR, MAX_UPLOAD_BYTES, RemoteFile
 
 #: The session's file area, as Azure names it (reference §5).
 REMOTE_ROOT = DATA_DIR

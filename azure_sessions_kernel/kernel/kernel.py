@@ -36,9 +36,10 @@ from ipykernel.kernelapp import IPKernelApp
 from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
 
 from .. import __version__
-from ..client import DEFAULT_API_VERSION, MAX_EXECUTION_TIMEOUT, SessionsError
+from ..wire import DEFAULT_API_VERSION, MAX_EXECUTION_TIMEOUT
 from ._identifiers import named_identifier, random_identifier
-from ._magics import MAGIC_ERRORS, MAGIC_NAMES, SessionMagicError, SessionMagics, needs_connection, plan_cell, show_magic_error
+from ._lazy import client as sessions_client
+from ._magics import MAGIC_NAMES, SessionMagicError, SessionMagics, magic_errors, needs_connection, plan_cell, show_magic_error
 from ._remote import BackendError, CellInterrupted, KernelSessionError, RemoteSession
 
 #: Setting this environment variable selects an Azure session pool (the name Azure's samples use).
@@ -187,7 +188,7 @@ class AzureSessionsKernel(IPythonKernel):
         super().__init__(**kwargs)
         assert self.shell is not None
         self.shell.register_magics(SessionMagics(self.shell, self))
-        self.shell.set_custom_exc((*MAGIC_ERRORS, UsageError), show_magic_error)
+        self._magic_errors_shown = False  # see _run_local
         self.remote = RemoteSession(
             endpoint=self.endpoint,
             token=self.token,
@@ -210,13 +211,26 @@ class AzureSessionsKernel(IPythonKernel):
 
     def start(self) -> None:
         super().start()
-        # Connect and install the helper while the user is still typing.
-        self.io_loop.add_callback(self._warm_up)
+        # Connect and prepare the session while the user is still typing: right after the
+        # frontend's first kernel_info_request (see there), or after a second at the latest.
+        self._warming_up = False
+        self.io_loop.call_later(1.0, self._begin_warm_up)
+
+    async def kernel_info_request(self, stream: Any, ident: Any, parent: Any) -> None:  # type: ignore[override]
+        # Answer first: frontends wait for this reply, then for iopub to go quiet
+        # (~0.2 s with jupyter_client), which is when the warm-up's work is free.
+        await super().kernel_info_request(stream, ident, parent)
+        self._begin_warm_up()
+
+    def _begin_warm_up(self) -> None:
+        if not self._warming_up:
+            self._warming_up = True
+            self.io_loop.add_callback(self._warm_up)
 
     async def _warm_up(self) -> None:
         try:
             await self.remote.ensure_ready()
-        except (KernelSessionError, SessionsError) as exc:
+        except (KernelSessionError, sessions_client.SessionsError) as exc:
             self.log.warning("Could not prepare the session yet (the first cell will retry): %s", exc)
         except Exception:
             self.log.exception("Unexpected error while preparing the session")
@@ -267,6 +281,10 @@ class AzureSessionsKernel(IPythonKernel):
         cell_meta: Any,
         cell_id: Any,
     ) -> dict[str, Any]:
+        if not self._magic_errors_shown:
+            # Registered here rather than at start: naming the client's errors imports it.
+            self.shell.set_custom_exc((*magic_errors(), UsageError), show_magic_error)
+            self._magic_errors_shown = True
         reply = await super().do_execute(
             code, silent, store_history, user_expressions, allow_stdin, cell_meta=cell_meta, cell_id=cell_id
         )
@@ -382,7 +400,7 @@ class AzureSessionsKernel(IPythonKernel):
     def _delete_session_quietly(self) -> None:
         try:
             self.delete_current_session()
-        except SessionsError as exc:
+        except sessions_client.SessionsError as exc:
             self.log.info("Could not delete the previous session: %s", exc)
 
     # -- history ---------------------------------------------------------------------------------

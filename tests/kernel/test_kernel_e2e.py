@@ -454,3 +454,18 @@ def test_output_printed_by_a_local_magic_arrives_before_the_cell_ends(kernel: Ke
         assert reply["content"]["status"] == "ok"
         assert "7" in "".join(c["text"] for c in content(outputs, "stream"))
     kernel.run("%timeout 220")
+
+
+def test_a_pool_error_in_a_magic_is_one_line(kernel: Kernel) -> None:
+    """The client's errors are registered as one-line magic errors when a magic first runs (not at start)."""
+    reply, outputs = kernel.run("%download no-such-remote-file.txt --force")
+    errors = content(outputs, "error")
+    assert reply["content"]["status"] == "error" and len(errors) == 1 and len(errors[0]["traceback"]) == 1
+    assert "no-such-remote-file.txt" in errors[0]["evalue"]
+
+
+def test_the_kernel_module_imports_without_the_http_client() -> None:
+    """httpx and the client load when the kernel connects, after it has answered kernel_info."""
+    code = "import sys, azure_sessions_kernel.kernel.kernel; print(sorted(m for m in ('httpx', 'h11', 'tqdm', 'azure_sessions_kernel.client._async') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

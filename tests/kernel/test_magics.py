@@ -20,11 +20,11 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from azure_sessions_kernel.client import MAX_UPLOAD_BYTES, RemoteFile
 from azure_sessions_kernel.kernel._magics import (
-    MAGIC_ERRORS,
     PROGRESS_MIN_BYTES,
     CellPlan,
     SessionMagicError,
     SessionMagics,
+    magic_errors,
     needs_connection,
     parse_argstring,
     plan_cell,
@@ -139,7 +139,7 @@ def shell(pool, tmp_path, monkeypatch):
     remote = types.SimpleNamespace(identifier="nb-test", sync_client=lambda: pool)
     kernel = types.SimpleNamespace(remote=remote, execution_timeout=220.0, session_name="")
     shell.register_magics(SessionMagics(shell, kernel))
-    shell.set_custom_exc(MAGIC_ERRORS + (UsageError,), show_magic_error)
+    shell.set_custom_exc(magic_errors() + (UsageError,), show_magic_error)
     shell.kernel_stub = kernel
     yield shell
     shell.set_custom_exc((), None)
