@@ -16,11 +16,13 @@ all: test
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# editable_mode=compat: a plain path entry in a .pth file. The default (an
+# import hook) costs every start of this venv's Python ~20 ms, kernels
+# included. setuptools calls compat transitional: fall back when it is gone.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# editable_mode=compat: a plain path entry in a .pth file. The default
-	# (an import hook) costs every start of this venv's Python ~20 ms, kernels included.
-	$(BIN)/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat 2>/dev/null \
+	  || $(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
 # System packages the sandbox needs (bubblewrap). Installed when missing and
