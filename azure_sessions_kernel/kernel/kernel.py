@@ -188,7 +188,8 @@ class AzureSessionsKernel(IPythonKernel):
         super().__init__(**kwargs)
         assert self.shell is not None
         self.shell.register_magics(SessionMagics(self.shell, self))
-        self._magic_errors_shown = False  # see _run_local
+        self._magic_errors_registered = False  # see _run_local
+        self._warming_up = False  # see start
         self.remote = RemoteSession(
             endpoint=self.endpoint,
             token=self.token,
@@ -213,7 +214,6 @@ class AzureSessionsKernel(IPythonKernel):
         super().start()
         # Connect and prepare the session while the user is still typing: right after the
         # frontend's first kernel_info_request (see there), or after a second at the latest.
-        self._warming_up = False
         self.io_loop.call_later(1.0, self._begin_warm_up)
 
     async def kernel_info_request(self, stream: Any, ident: Any, parent: Any) -> None:  # type: ignore[override]
@@ -281,10 +281,10 @@ class AzureSessionsKernel(IPythonKernel):
         cell_meta: Any,
         cell_id: Any,
     ) -> dict[str, Any]:
-        if not self._magic_errors_shown:
+        if not self._magic_errors_registered:
             # Registered here rather than at start: naming the client's errors imports it.
             self.shell.set_custom_exc((*magic_errors(), UsageError), show_magic_error)
-            self._magic_errors_shown = True
+            self._magic_errors_registered = True
         reply = await super().do_execute(
             code, silent, store_history, user_expressions, allow_stdin, cell_meta=cell_meta, cell_id=cell_id
         )

@@ -463,14 +463,14 @@ class SessionManager:
         self, s: PoolSession, req: wire.ExecutionRequest, cell: wire.JupyterCell | None, on_event: EventSink | None
     ) -> tuple[_Collected, dict[str, Any] | None, tuple[str, str] | None]:
         kc = s.kc
-        cell_ = cell or wire.JupyterCell()
+        as_cell = cell or wire.JupyterCell()  # a plain execution: what the Azure routes always did
         msg = kc.session.msg(
             "execute_request",
             {
                 "code": req.code,
-                "silent": cell_.silent,
-                "store_history": cell_.store_history,
-                "user_expressions": dict(cell_.user_expressions),
+                "silent": as_cell.silent,
+                "store_history": as_cell.store_history,
+                "user_expressions": dict(as_cell.user_expressions),
                 "allow_stdin": False,
                 "stop_on_error": False,
             },
