@@ -7,7 +7,8 @@ a session; the project's venv has no pandas or matplotlib). Both are
 measured in the same run, alternating sample by sample, so machine noise
 hits both alike.
 
-1. Trivial cell ``1+1``: execute_request sent → ``idle`` on iopub.
+1. Trivial cell ``1+1``: execute_request sent → ``idle`` on iopub; also
+   against an ipykernel on our kernel's own interpreter (this venv's).
 2. A printing cell, a ~100 KB DataFrame HTML output, a matplotlib PNG.
 3. Cold start: kernel start → first cell's result, with the local pool
    already running and with the pool started by the kernel itself.
