@@ -16,7 +16,7 @@ import httpx
 from .. import wire
 from ._base import ClientBase, Operation, Send, Sink, Sleep, T
 from ._streams import ProgressCallback, StreamEvent, UploadData
-from ._transport import LoopbackTransport, is_loopback
+from ._transport import LoopbackTransport
 
 __all__ = ["AsyncSessionsClient"]
 
@@ -39,7 +39,7 @@ class AsyncSessionsClient(ClientBase):
 
     def _default_transport(self) -> Any:
         # A pool on this machine (the local pool) gets the lean transport of _transport.py.
-        if self._endpoint.scheme == "http" and is_loopback(self._endpoint):
+        if self._endpoint.scheme == "http" and self.loopback:
             return LoopbackTransport()
         return None
 

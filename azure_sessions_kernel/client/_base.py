@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
+import ipaddress
 import logging
 import time
 import uuid
@@ -160,6 +161,17 @@ def parse_endpoint(endpoint: str | httpx.URL) -> httpx.URL:
     return url.copy_with(raw_path=path)
 
 
+def is_loopback(url: httpx.URL) -> bool:
+    """``url`` names this machine by a loopback address (or ``localhost``)."""
+    host = url.host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _encode_query(params: Mapping[str, str]) -> bytes:
     # Fully encoded (safe=""), so '&', '/' or '#' in an identifier stay inside its value.
     return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params.items()).encode("ascii")
@@ -221,6 +233,11 @@ class ClientBase(abc.ABC):
     @property
     def endpoint(self) -> str:
         return str(self._endpoint)
+
+    @property
+    def loopback(self) -> bool:
+        """The pool is on this machine: the endpoint's host is a loopback address or ``localhost``."""
+        return is_loopback(self._endpoint)
 
     @property
     def api_version(self) -> str:

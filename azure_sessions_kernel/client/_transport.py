@@ -19,7 +19,7 @@ exceptions, so the client treats them exactly as before.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,22 +27,11 @@ from typing import Any
 import h11
 import httpx
 
-__all__ = ["LoopbackTransport", "is_loopback"]
+__all__ = ["LoopbackTransport"]
 
 #: Request bodies up to this size go out in the same write as the head.
 _COALESCE_BYTES = 64 * 1024
 _READ_BYTES = 64 * 1024
-
-
-def is_loopback(url: httpx.URL) -> bool:
-    """``url`` names this machine by a loopback address (or ``localhost``)."""
-    host = url.host
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Connection:
@@ -63,7 +52,7 @@ class _Connection:
 
     async def send(self, request: httpx.Request, timeout: float | None) -> None:
         out = self.h11.send(h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw))
-        async with _timeout(timeout, httpx.WriteTimeout, request), _errors(httpx.WriteError, request):
+        async with _guard(request, timeout, httpx.WriteTimeout, httpx.WriteError):
             async for chunk in request.stream:
                 if not chunk:
                     continue
@@ -77,7 +66,7 @@ class _Connection:
             await self.writer.drain()
 
     async def next_event(self, request: httpx.Request, timeout: float | None) -> Any:
-        async with _timeout(timeout, httpx.ReadTimeout, request), _errors(httpx.ReadError, request):
+        async with _guard(request, timeout, httpx.ReadTimeout, httpx.ReadError):
             while True:
                 event = self.h11.next_event()
                 if event is not h11.NEED_DATA:
@@ -162,7 +151,7 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
 
     async def _connect(self, request: httpx.Request, timeout: float | None) -> _Connection:
         url = request.url
-        async with _timeout(timeout, httpx.ConnectTimeout, request), _errors(httpx.ConnectError, request):
+        async with _guard(request, timeout, httpx.ConnectTimeout, httpx.ConnectError):
             reader, writer = await asyncio.open_connection(url.host, url.port or 80)
         sock = writer.get_extra_info("socket")
         if sock is not None:
@@ -171,42 +160,19 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
         return _Connection(reader, writer)
 
 
-class _timeout:
-    """``asyncio.timeout`` that raises the httpx timeout exception ``kind``."""
-
-    def __init__(self, seconds: float | None, kind: type[httpx.TimeoutException], request: httpx.Request) -> None:
-        self._cm = asyncio.timeout(seconds)
-        self._kind = kind
-        self._request = request
-
-    async def __aenter__(self) -> None:
-        await self._cm.__aenter__()
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        try:
-            await self._cm.__aexit__(exc_type, exc, tb)
-        except TimeoutError:
-            raise self._kind("timed out", request=self._request) from None
-        return False
-
-
-class _errors:
-    """Socket and framing errors as the httpx exception ``kind`` (protocol errors as httpx's own)."""
-
-    def __init__(self, kind: type[httpx.TransportError], request: httpx.Request) -> None:
-        self._kind = kind
-        self._request = request
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        if exc is None:
-            return False
-        if isinstance(exc, h11.RemoteProtocolError):
-            raise httpx.RemoteProtocolError(str(exc), request=self._request) from exc
-        if isinstance(exc, h11.LocalProtocolError):
-            raise httpx.LocalProtocolError(str(exc), request=self._request) from exc
-        if isinstance(exc, OSError):
-            raise self._kind(str(exc) or type(exc).__name__, request=self._request) from exc
-        return False
+@contextlib.asynccontextmanager
+async def _guard(
+    request: httpx.Request, seconds: float | None, timeout: type[httpx.TimeoutException], failure: type[httpx.TransportError]
+) -> AsyncIterator[None]:
+    """Within ``seconds`` or raise ``timeout``; socket errors as ``failure``, framing errors as httpx's own."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:  # before OSError, of which it is a subclass
+        raise timeout("timed out", request=request) from None
+    except h11.RemoteProtocolError as exc:
+        raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+    except h11.LocalProtocolError as exc:
+        raise httpx.LocalProtocolError(str(exc), request=request) from exc
+    except OSError as exc:
+        raise failure(str(exc) or type(exc).__name__, request=request) from exc

@@ -29,11 +29,9 @@ import asyncio
 import atexit
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from ..wire import Execution, JupyterCell
 from ._lazy import client as sessions_client
@@ -101,17 +99,6 @@ class Backend:
         return f"local session pool{strict}"
 
 
-@dataclasses.dataclass(frozen=True)
-class _CellOptions:
-    """How the notebook asked for one cell to run."""
-
-    execution_count: int | None
-    silent: bool
-    store_history: bool
-    user_expressions: dict[str, str]
-    top_level_await: bool | Callable[[], bool]
-
-
 @dataclasses.dataclass
 class CellReply:
     """The ``execute_reply`` fields of a finished remote cell."""
@@ -133,16 +120,6 @@ class CellReply:
             payload=list(reply.get("payload") or []),
             user_expressions=dict(reply.get("user_expressions") or {}),
         )
-
-
-def _is_loopback(endpoint: str) -> bool:
-    host = urlsplit(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _error_code(execution: Execution | None) -> str:
@@ -203,7 +180,7 @@ class RemoteSession:
         self._client: AsyncSessionsClient | None = None
         self._sync_client: SessionsClient | None = None
         self._connecting: asyncio.Future[Backend] | None = None
-        self._helper_session: str | None = None  # identifier the helper was installed in (or, native, opened)
+        self._prepared_session: str | None = None  # identifier the helper was installed in (or, native, opened)
         self._etag: str | None = None  # native: the session the notebook's cells have run in
         self._raw = False  # the session has no IPython: run code as plain Azure executions
         self._installing = asyncio.Lock()  # the warm-up and the first cell may both get here
@@ -251,7 +228,7 @@ class RemoteSession:
             if self._use_extensions:
                 extensions = frozenset(str(e) for e in block.get("extensions") or ())
             isolation = isolation or block.get("isolation")
-        local = self._lease is not None or _is_loopback(endpoint)
+        local = self._lease is not None or self._client.loopback
         self.backend = Backend(endpoint=endpoint, local=local, isolation=isolation, extensions=extensions)
         return self.backend
 
@@ -292,7 +269,7 @@ class RemoteSession:
         """
         await self.connect()
         async with self._installing:
-            if self._helper_session == self.identifier:
+            if self._prepared_session == self.identifier:
                 return
             identifier = self.identifier
             if self.native:
@@ -300,7 +277,7 @@ class RemoteSession:
                 with self._client_errors():
                     async for _ in self.client.execute_stream(identifier, "", timeout=60, cell=cell):
                         pass
-                self._helper_session = identifier
+                self._prepared_session = identifier
                 return
             execution = await self._execute(_calls.install_code(), timeout=60)
             try:
@@ -309,11 +286,11 @@ class RemoteSession:
                 detail = (execution.error.message if execution.error else "") or execution.stderr.strip()[-400:]
                 raise BackendError(f"The session did not accept the kernel's helper: {detail or execution.result!r}") from None
             self._raw = status == _calls.NO_IPYTHON
-            self._helper_session = identifier
+            self._prepared_session = identifier
 
     def forget_helper(self) -> None:
         """The session changed or ended: prepare the next one before its first cell."""
-        self._helper_session = None
+        self._prepared_session = None
         self._etag = None
 
     @contextlib.contextmanager
@@ -368,8 +345,8 @@ class RemoteSession:
         """
         hold = _ErrorHold(emit)
         sent = asyncio.Event()  # set when the cell goes out: the timeout counts from there
-        options = _CellOptions(execution_count, silent, store_history, dict(user_expressions or {}), top_level_await)
-        run = asyncio.ensure_future(self._run(code, options, timeout, hold, sent))
+        cell = JupyterCell(execution_count, silent, store_history, dict(user_expressions or {}))
+        run = asyncio.ensure_future(self._run(code, cell, top_level_await, timeout, hold, sent))
         stop = asyncio.ensure_future(interrupted.wait())
         sending = asyncio.ensure_future(sent.wait())
         try:
@@ -425,17 +402,20 @@ class RemoteSession:
         except (sessions_client.SessionsError, asyncio.TimeoutError) as exc:
             self.log.warning("Interrupting the session failed: %s", exc)
 
-    async def _run(self, code: str, options: _CellOptions, timeout: float, hold: _ErrorHold, sent: asyncio.Event) -> CellReply:
+    async def _run(
+        self, code: str, cell: JupyterCell, top_level_await: bool | Callable[[], bool], timeout: float, hold: _ErrorHold, sent: asyncio.Event
+    ) -> CellReply:
         await self.ensure_ready()
         sent.set()
-        execution_count, silent, user_expressions = options.execution_count, options.silent, options.user_expressions
         if self._raw:
-            return await self._run_raw(code, execution_count, timeout, hold)
+            return await self._run_raw(code, cell.execution_count, timeout, hold)
         if self.native:
-            return await self._run_native(code, options, timeout, hold)
-        top_level_await = options.top_level_await() if callable(options.top_level_await) else options.top_level_await
-        call = _calls.run_code(code, execution_count, silent=silent, user_expressions=user_expressions, top_level_await=top_level_await)
-        return await self._run_contract(call, execution_count, timeout, hold)
+            return await self._run_native(code, cell, timeout, hold)
+        needs_loop = top_level_await() if callable(top_level_await) else top_level_await
+        call = _calls.run_code(
+            code, cell.execution_count, silent=cell.silent, user_expressions=dict(cell.user_expressions), top_level_await=needs_loop
+        )
+        return await self._run_contract(call, cell.execution_count, timeout, hold)
 
     async def _run_contract(self, call: str, execution_count: int | None, timeout: float, hold: _ErrorHold) -> CellReply:
         try:
@@ -477,8 +457,7 @@ class RemoteSession:
                 self.log.info("Could not delete %s from the session: %s", name, exc)
         return _calls.decode_cell_reply(data.decode("utf-8"))
 
-    async def _run_native(self, code: str, options: _CellOptions, timeout: float, hold: _ErrorHold) -> CellReply:
-        cell = JupyterCell(options.execution_count, options.silent, options.store_history, options.user_expressions)
+    async def _run_native(self, code: str, cell: JupyterCell, timeout: float, hold: _ErrorHold) -> CellReply:
         done = None
         try:
             with self._client_errors(sessions_client.ExtensionUnavailableError):
@@ -486,7 +465,7 @@ class RemoteSession:
                     if event.done:  # the last event; reading on lets the stream close itself
                         done = event
                     elif event.type == "iopub" and event.msg_type:
-                        hold(event.msg_type, self._with_count(event.msg_type, dict(event.content or {}), options.execution_count))
+                        hold(event.msg_type, self._with_count(event.msg_type, dict(event.content or {}), cell.execution_count))
         except sessions_client.ExtensionUnavailableError:
             # A pool restarted in Azure-strict mode under the same address: this cell did not run.
             self.backend = dataclasses.replace(self.backend, extensions=frozenset())  # type: ignore[arg-type]

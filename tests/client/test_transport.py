@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from azure_sessions_kernel.client import AsyncSessionsClient, SessionsClient
-from azure_sessions_kernel.client._transport import LoopbackTransport, is_loopback
+from azure_sessions_kernel.client._base import is_loopback
+from azure_sessions_kernel.client._transport import LoopbackTransport
 
 
 class Server:
