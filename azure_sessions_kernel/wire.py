@@ -205,6 +205,7 @@ class Routes:
     # Local-pool extensions (see the end of this module).
     EXT_STREAM = ".local/executions/stream"
     EXT_INTERRUPT = ".local/executions/interrupt"
+    EXT_INPUT = ".local/executions/input"
     EXT_COMPLETE = ".local/complete"
     EXT_INSPECT = ".local/inspect"
 
@@ -952,6 +953,10 @@ def parse_metadata(body: Any) -> PoolMetadata:
 #       {"type": "done", "status": "ok"|"error"|"aborted"|"timeout",
 #        "execution": <the execution resource of the api-version>,
 #        "etag": <the session's etag>, "reply": {...} (with "jupyter" only)}
+#       {"type": "stdin", "msg_type": "input_request", "content": {"prompt", "password"}}
+#         (extension ``stdin``: a cell with ``jupyter.allowStdin`` called input();
+#         answer with ``POST .local/executions/input``)
+#       {"type": "keepalive"} every STREAM_KEEPALIVE seconds of silence of a cell stream
 #     ``content`` is the Jupyter message content, unchanged.
 #     Extension ``jupyter-cells``: a ``"jupyter"`` member in the body (see
 #     :class:`JupyterCell`) runs the code as a notebook cell: the session's
@@ -961,12 +966,21 @@ def parse_metadata(body: Any) -> PoolMetadata:
 #     An ``If-Match: "<etag>"`` header runs the code only in that session: when
 #     the identifier has no session, or a newer one, the answer is 404
 #     ``SessionWithIdentifierNotFound`` and nothing runs.
+# ``POST .local/executions/input?identifier=`` ``{"value": "..."}``
+#     The answer to the running cell's pending ``input_request``; 204, 409 when
+#     no cell of the session waits for input.
 # ``POST .local/executions/interrupt?identifier=``
 #     Interrupts the session's running execution (KeyboardInterrupt; state kept).
 #     204, or 404 when the session does not exist.
 # ``POST .local/complete?identifier=`` ``{"code", "cursor_pos"}`` -> complete_reply content.
 # ``POST .local/inspect?identifier=`` ``{"code", "cursor_pos", "detail_level"}`` -> inspect_reply content.
 # ``GET metadata`` carries ``"localPool": {"extensions": [...], "isolation": {...}}``.
+
+#: Seconds of silence after which a cell stream sends a keepalive line, so that
+#: a client can keep a read timeout on streams of cells that run for hours.
+STREAM_KEEPALIVE = 10.0
+#: Largest ``input()`` answer the input extension takes.
+MAX_INPUT_BYTES = 1 << 20
 
 #: The iopub message types the stream extension forwards.
 STREAM_MSG_TYPES = frozenset({"stream", "display_data", "update_display_data", "clear_output", "execute_result", "error"})
@@ -978,13 +992,19 @@ class JupyterCell:
 
     ``execution_count`` is the notebook's number for the cell (tracebacks say
     ``Cell In[n]``, ``Out[n]`` is set); ``None`` keeps the session's own count.
-    The other fields mean what they mean in a Jupyter ``execute_request``.
+    ``timeout`` replaces the request's ``timeoutInSeconds`` and is not capped
+    at Azure's 220 s (this route is not Azure's): seconds, ``0`` for no limit,
+    ``None`` to keep ``timeoutInSeconds``. The other fields mean what they
+    mean in a Jupyter ``execute_request`` (``allow_stdin`` needs the ``stdin``
+    extension).
     """
 
     execution_count: int | None = None
     silent: bool = False
     store_history: bool = True
     user_expressions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    allow_stdin: bool = False
+    timeout: float | None = None
 
 
 def render_jupyter_cell(cell: JupyterCell) -> dict[str, Any]:
@@ -994,6 +1014,8 @@ def render_jupyter_cell(cell: JupyterCell) -> dict[str, Any]:
         "silent": cell.silent,
         "storeHistory": cell.store_history,
         "userExpressions": dict(cell.user_expressions),
+        "allowStdin": cell.allow_stdin,
+        **({} if cell.timeout is None else {"timeout": cell.timeout}),
     }
 
 
@@ -1009,12 +1031,17 @@ def parse_jupyter_cell(body: Any) -> JupyterCell | None:
     if not isinstance(exprs, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in exprs.items()):
         raise ContractError("'jupyter.userExpressions' must map names to expression strings.", code="SessionRequestValidationFailed")
     store = _get_ci(raw, "storeHistory")
+    timeout = _get_ci(raw, "timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < 1e9):
+        raise ContractError("'jupyter.timeout' must be a number of seconds (0: no limit).", code="SessionRequestValidationFailed")
     try:
         return JupyterCell(
             execution_count=None if count is None else _int_field(count, "jupyter.executionCount", 0),
             silent=_bool_field(_get_ci(raw, "silent"), "jupyter.silent"),
             store_history=True if store is None else _bool_field(store, "jupyter.storeHistory"),
             user_expressions=dict(exprs),
+            allow_stdin=_bool_field(_get_ci(raw, "allowStdin"), "jupyter.allowStdin"),
+            timeout=None if timeout is None else float(timeout),
         )
     except ContractError as exc:
         raise ContractError(exc.message, code="SessionRequestValidationFailed") from None

@@ -84,9 +84,9 @@ class AsyncSessionsClient(ClientBase):
 
     # -- executions ----------------------------------------------------------------
 
-    async def execute(self, identifier: str, code: str, *, timeout: float | None = None) -> wire.Execution:
+    async def execute(self, identifier: str, code: str, *, timeout: float | None = None, resend: bool = False) -> wire.Execution:
         """See :meth:`SessionsClient.execute`."""
-        return await self._run(self._op_execute(identifier, code, timeout))
+        return await self._run(self._op_execute(identifier, code, timeout, resend))
 
     async def start_execution(self, identifier: str, code: str, *, timeout: float | None = None) -> wire.Execution:
         """See :meth:`SessionsClient.start_execution`."""
@@ -212,6 +212,10 @@ class AsyncSessionsClient(ClientBase):
                 yield event
 
         return events()
+
+    async def send_input(self, identifier: str, value: str) -> None:
+        """See :meth:`SessionsClient.send_input`."""
+        await self._run(self._op_send_input(identifier, value))
 
     async def interrupt(self, identifier: str) -> None:
         """See :meth:`SessionsClient.interrupt`."""

@@ -454,18 +454,20 @@ class ClientBase(abc.ABC):
     # Operations (generators driven by the subclasses)
     # ==================================================================================
 
-    def _execution_call(self, route: str, identifier: str, code: str, seconds: int, *, asynchronous: bool = False, **kw: Any) -> Call:
+    def _execution_call(
+        self, route: str, identifier: str, code: str, seconds: int, *, asynchronous: bool = False, resend: bool = False, **kw: Any
+    ) -> Call:
         if not isinstance(code, str):
             raise ConfigurationError(f"code must be a str, got {type(code).__name__}.")
         body = wire.render_execute_request(self._version, wire.ExecutionRequest(code, seconds, asynchronous=asynchronous))
         return Call(
             "POST", route, self._identifier(identifier), json=body, timeout=self._timeouts.for_execution(seconds),
-            replay=Replay.CONNECT_ONLY, runs_code=True, **kw,
+            replay=Replay.ANY if resend else Replay.CONNECT_ONLY, runs_code=True, **kw,
         )  # fmt: skip
 
-    def _op_execute(self, identifier: str, code: str, timeout: float | None) -> Operation[wire.Execution]:
+    def _op_execute(self, identifier: str, code: str, timeout: float | None, resend: bool = False) -> Operation[wire.Execution]:
         seconds = self._execution_seconds(timeout)
-        call = self._execution_call(self._routes.execute, identifier, code, seconds)
+        call = self._execution_call(self._routes.execute, identifier, code, seconds, resend=bool(resend))
         started = self._clock()
         execution = self._parse_execution((yield from self._exchange(call)), call)
         if execution.status is not None and not execution.status.finished and execution.id and self._version.executions_api:
@@ -583,12 +585,26 @@ class ClientBase(abc.ABC):
         if cell is not None:
             if not isinstance(cell, wire.JupyterCell):
                 raise ConfigurationError(f"cell must be a JupyterCell, got {type(cell).__name__}.")
+            if cell.timeout is not None and (isinstance(cell.timeout, bool) or not isinstance(cell.timeout, (int, float)) or cell.timeout < 0):
+                raise ConfigurationError(f"cell.timeout must be a number of seconds >= 0 (0: no limit), got {cell.timeout!r}.")
             call.json["jupyter"] = wire.render_jupyter_cell(cell)
+            if cell.timeout is not None:
+                # The cell may run for hours: the pool sends a keepalive line every
+                # STREAM_KEEPALIVE s, so the ordinary read timeout still spots a hung pool.
+                call.timeout = self._timeouts.http(read=max(self._timeouts.read, 3 * wire.STREAM_KEEPALIVE))
         if session_etag is not None:
             if not isinstance(session_etag, str) or not session_etag or '"' in session_etag:
                 raise ConfigurationError(f"session_etag must be a session's etag (a non-empty string without quotes), got {session_etag!r}.")
             call.headers = {"If-Match": f'"{session_etag}"'}
         return call
+
+    def _op_send_input(self, identifier: str, value: str) -> Operation[None]:
+        if not isinstance(value, str):
+            raise ConfigurationError(f"an input answer must be a str, got {type(value).__name__}.")
+        if len(value.encode("utf-8", "surrogatepass")) > wire.MAX_INPUT_BYTES:
+            raise ConfigurationError(f"an input answer may hold at most {wire.MAX_INPUT_BYTES} bytes.")
+        call = Call("POST", wire.Routes.EXT_INPUT, self._identifier(identifier), json={"value": value}, replay=Replay.CONNECT_ONLY, extension=True)
+        yield from self._exchange(call)
 
     def _op_interrupt(self, identifier: str) -> Operation[None]:
         call = Call("POST", wire.Routes.EXT_INTERRUPT, self._identifier(identifier), replay=Replay.CONNECT_ONLY, extension=True)

@@ -162,7 +162,9 @@ class StreamEvent:
 
     ``type == "iopub"``: ``msg_type`` is the Jupyter message type (``stream``,
     ``display_data``, ``execute_result``, ``error``, …) and ``content`` its
-    Jupyter content, unchanged. ``type == "done"`` is the last event:
+    Jupyter content, unchanged. ``type == "stdin"``: ``msg_type`` is
+    ``input_request`` (``content``: ``prompt``, ``password``); answer it with
+    ``send_input``. ``type == "keepalive"`` says only that the cell still runs. ``type == "done"`` is the last event:
     ``status`` is ``ok``/``error``/``aborted``/``timeout``, ``execution``
     the final execution resource, ``etag`` the session's (for
     ``session_etag``) and, for a ``cell`` request, ``reply`` the session
@@ -223,10 +225,10 @@ class NdjsonDecoder:
         if not isinstance(obj, Mapping) or not isinstance(obj.get("type"), str):
             raise ResponseFormatError("The execution stream sent a line without a 'type'.")
         kind = obj["type"]
-        if kind == "iopub":
+        if kind in ("iopub", "stdin"):
             content = obj.get("content")
             if not isinstance(obj.get("msg_type"), str) or not isinstance(content, Mapping):
-                raise ResponseFormatError("An iopub line of the execution stream lacks 'msg_type' or 'content'.")
+                raise ResponseFormatError(f"An {kind} line of the execution stream lacks 'msg_type' or 'content'.")
             return StreamEvent(kind, msg_type=obj["msg_type"], content=content)
         if kind == "done":
             execution = obj.get("execution")

@@ -73,18 +73,21 @@ class SessionsClient(ClientBase):
 
     # -- executions ----------------------------------------------------------------
 
-    def execute(self, identifier: str, code: str, *, timeout: float | None = None) -> wire.Execution:
+    def execute(self, identifier: str, code: str, *, timeout: float | None = None, resend: bool = False) -> wire.Execution:
         """Run ``code`` in session ``identifier`` and wait for the outcome.
 
         ``timeout`` is the execution deadline in seconds (default
         ``Timeouts.execution``, at most 220), sent as ``timeoutInSeconds``.
+        ``resend=True`` declares the code safe to run twice: it is then retried
+        like any idempotent request (after a transport error or a retryable
+        status), not only when nothing reached the pool.
         A failing cell is not an exception: check :attr:`Execution.status`,
         ``stderr`` and ``error`` (a run the pool stopped at the deadline is
         a failed execution, the local pool's with error code ``Timeout``).
         :class:`ExecutionTimeoutError` means no answer came at all within
         the deadline plus ``Timeouts.margin``.
         """
-        return self._run(self._op_execute(identifier, code, timeout))
+        return self._run(self._op_execute(identifier, code, timeout, resend))
 
     def start_execution(self, identifier: str, code: str, *, timeout: float | None = None) -> wire.Execution:
         """Start ``code`` as an asynchronous execution (2024-10-02-preview and later).
@@ -231,6 +234,15 @@ class SessionsClient(ClientBase):
             yield from ready
 
         return events()
+
+    def send_input(self, identifier: str, value: str) -> None:
+        """Answer the ``input()`` a streamed cell waits in (local pool, ``stdin`` extension).
+
+        The stream announced it with a ``type == "stdin"`` event whose
+        ``content`` has the ``prompt`` and ``password``. Raises
+        :class:`ApiError` 409 when no cell of the session waits for input.
+        """
+        self._run(self._op_send_input(identifier, value))
 
     def interrupt(self, identifier: str) -> None:
         """Interrupt the session's running execution; its state is kept (local pool only)."""

@@ -21,6 +21,8 @@ HELPER_MISSING = "azure-sessions-kernel:helper-missing"
 #: Result of the install call when the session is not an IPython session.
 NO_IPYTHON = "azure-sessions-kernel:no-ipython"
 INSTALLED = f"azure-sessions-kernel:installed:{helper.PROTOCOL}"
+#: Result of the install call when the session has a helper of another protocol (another kernel version).
+OTHER_HELPER = "azure-sessions-kernel:other-helper"
 
 _MODULES = '__import__("sys").modules'
 _PRESENT = f"{helper.MODULE_NAME!r} in {_MODULES}"
@@ -37,15 +39,22 @@ def helper_source() -> str:
 
 
 def install_code() -> str:
-    """Install (or replace) the helper module in the session; evaluates to a status string."""
+    """Install the helper module in the session (once); evaluates to a status string.
+
+    A session that already has this protocol's helper keeps it: its routing of
+    the session's streams and hooks is bound to that module's state.
+    """
     installer = f"""
 import sys, types
 try:
     from IPython import get_ipython
 except ImportError:
     get_ipython = lambda: None
+present = sys.modules.get({helper.MODULE_NAME!r})
 if get_ipython() is None:
     status = {NO_IPYTHON!r}
+elif present is not None:
+    status = {INSTALLED!r} if getattr(present, "PROTOCOL", None) == {helper.PROTOCOL!r} else {OTHER_HELPER!r}
 else:
     import linecache
     module = types.ModuleType({helper.MODULE_NAME!r})
@@ -55,6 +64,7 @@ else:
     linecache.cache[module.__file__] = (len(source), None, source.splitlines(True), module.__file__)
     exec(compile(source, module.__file__, "exec"), module.__dict__)
     sys.modules[module.__name__] = module
+    module._install()
     status = {INSTALLED!r}
 """
     # exec in a throwaway globals dict, so that nothing lands in the user's namespace.
@@ -64,23 +74,42 @@ else:
     )
 
 
-def run_code(
+def start_code(
+    cell_id: str,
     code: str,
     execution_count: int | None,
     *,
     silent: bool = False,
     user_expressions: dict[str, str] | None = None,
-    top_level_await: bool = False,
+    allow_stdin: bool = False,
+    ack: int = 0,
+    wait: float,
+    linger: float,
 ) -> str:
-    """Run a cell through the helper (:func:`_session_helper.run`)."""
-    exprs = _b64(json.dumps(user_expressions)) if user_expressions else None
-    args = f"{_b64(code)!r}, {execution_count!r}, {silent!r}, {exprs!r}"
-    if top_level_await:
-        # The session's IPython sees the await and runs this call on its own loop.
-        call = f"(await {_HELPER}.run_async({args}))"
-    else:
-        call = f"{_HELPER}.run({args})"
+    """Start a cell in the session's worker thread (:func:`_session_helper.start`)."""
+    spec = {
+        "id": cell_id,
+        "code": _b64(code),
+        "count": execution_count,
+        "silent": silent,
+        "user_expressions": user_expressions or {},
+        "allow_stdin": allow_stdin,
+        "ack": ack,
+    }
+    call = f"{_HELPER}.start({_b64(json.dumps(spec))!r}, {float(wait)!r}, {float(linger)!r})"
     return f"{call} if {_PRESENT} else {HELPER_MISSING!r}"
+
+
+def poll_code(
+    cell_id: str, *, ack: int, wait: float, linger: float, interrupt: bool = False, answer: tuple[int, str] | None = None
+) -> str:
+    """Ask for the cell's news (:func:`_session_helper.poll`), carrying an interrupt or an input answer."""
+    request: dict[str, Any] = {"cell": cell_id, "ack": ack, "wait": float(wait), "linger": float(linger)}
+    if interrupt:
+        request["interrupt"] = True
+    if answer is not None:
+        request["input"] = {"id": answer[0], "value": answer[1]}
+    return f"{_HELPER}.poll({_b64(json.dumps(request))!r}) if {_PRESENT} else {HELPER_MISSING!r}"
 
 
 def complete_code(code: str, cursor_pos: int) -> str:
@@ -128,16 +157,16 @@ def decode(value: Any) -> Any:
 
 
 def decode_install(value: Any) -> str:
-    """The install call's status: :data:`INSTALLED` or :data:`NO_IPYTHON`; ``ValueError`` otherwise."""
+    """The install call's status: :data:`INSTALLED`, :data:`NO_IPYTHON` or :data:`OTHER_HELPER`; ``ValueError`` otherwise."""
     text = _as_text(value)
-    if text not in (INSTALLED, NO_IPYTHON):
+    if text not in (INSTALLED, NO_IPYTHON, OTHER_HELPER):
         raise ValueError(f"unexpected result of the helper installation: {str(value)[:200]!r}")
     return text
 
 
-def decode_cell_reply(value: Any) -> dict[str, Any]:
-    """The helper's cell reply: ``status``, ``outputs`` and the execute_reply fields."""
-    reply = decode(value)
-    if not isinstance(reply, dict) or reply.get("azure_sessions_kernel") != helper.PROTOCOL:
-        raise ValueError("the result is not a reply of this kernel's session helper")
-    return reply
+def decode_answer(value: Any) -> dict[str, Any]:
+    """A start or poll call's answer: ``outputs``, ``cell``, ``done``, ``reply``, ``input``, ... (or ``spilled``)."""
+    answer = decode(value)
+    if not isinstance(answer, dict) or answer.get("azure_sessions_kernel") != helper.PROTOCOL:
+        raise ValueError("the result is not an answer of this kernel's session helper")
+    return answer

@@ -26,7 +26,9 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
-from ..wire import MAX_EXECUTION_TIMEOUT, RemoteFile
+from traitlets import TraitError
+
+from ..wire import RemoteFile
 from ._identifiers import check_name
 from ._lazy import client as sessions_client
 from ._transfers import REMOTE_ROOT, Transfer, TransferError, format_size, plan_download, plan_upload, remote_relative, walk_remote
@@ -289,26 +291,38 @@ class SessionMagics(Magics):
                 lines.append(("age", f"{_duration(now - info.created_at)} (created {info.created_at:%Y-%m-%d %H:%M:%S} UTC)"))
             if info.expires_at:
                 lines.append(("expires", f"in {_duration(info.expires_at - now)} if idle ({info.expires_at:%H:%M:%S} UTC)"))
-        extensions = ", ".join(sorted(backend.extensions)) or "none (Azure contract only: output arrives when a cell ends)"
-        lines += [("extensions", extensions), ("cell timeout", f"{kernel.execution_timeout:g} s")]
+        extensions = ", ".join(sorted(backend.extensions)) or "none (Azure contract only: cells run through the long-poll channel)"
+        limit = kernel.execution_timeout
+        lines += [("extensions", extensions), ("cell timeout", "none" if limit is None else f"{limit:g} s")]
         width = max(len(k) for k, _ in lines)
         print("\n".join(f"{k:<{width}}  {v}" for k, v in lines))
 
     @magic_arguments()
-    @argument("seconds", nargs="?", type=float, help=f"the new per-cell timeout, at most {MAX_EXECUTION_TIMEOUT} (Azure's limit for one execution)")
+    @argument("seconds", nargs="?", help="the new per-cell timeout in seconds (any positive number), or 'off' for none")
     @line_magic
     def timeout(self, line: str) -> None:
-        """Show or set how long a cell may run in the session before it is stopped."""
+        """Show or set how long a cell may run in the session before it is interrupted.
+
+        By default cells have no timeout, as in any Jupyter kernel. A cell past
+        its timeout is interrupted (its variables are kept) and reported as a
+        TimeoutError within about a second.
+        """
         args = parse_argstring(self.timeout, line)
         if args.seconds is None:
-            print(f"Cells may run for {self.kernel.execution_timeout:g} s.")
+            limit = self.kernel.execution_timeout
+            print("Cells have no timeout." if limit is None else f"Cells may run for {limit:g} s.")
             return
-        if not 0 < args.seconds <= MAX_EXECUTION_TIMEOUT:
+        if args.seconds.strip().lower() in ("off", "none"):
+            self.kernel.execution_timeout = None
+            print("Cells now have no timeout.")
+            return
+        try:
+            self.kernel.execution_timeout = float(args.seconds)
+        except (ValueError, TraitError) as exc:
             raise SessionMagicError(
-                f"The timeout must be more than 0 and at most {MAX_EXECUTION_TIMEOUT} seconds (Azure's limit for one execution)."
-            )
-        self.kernel.execution_timeout = args.seconds
-        print(f"Cells may now run for {args.seconds:g} s.")
+                f"%timeout takes a number of seconds (more than 0) or 'off', got {args.seconds!r}."
+            ) from exc
+        print(f"Cells may now run for {self.kernel.execution_timeout:g} s.")
 
 
 def _duration(delta: dt.timedelta) -> str:

@@ -1,26 +1,31 @@
 """A notebook's remote session: the connection, the in-session helper, running cells.
 
 Protocol-free: this module knows the sessions client and the helper, not
-ZMQ. The kernel hands it an ``emit(msg_type, content)`` callback and maps
-what it returns and raises onto ``execute_reply`` fields.
+ZMQ. The kernel hands it an ``emit(msg_type, content, cell_id)`` callback and
+an ``ask_input(prompt, password)`` coroutine, and maps what it returns and
+raises onto ``execute_reply`` fields.
 
 Two ways to run a cell, chosen per pool:
 
-* **Azure contract** (Azure, and local pools in Azure-strict mode): one
-  execute call through the in-session helper, whose JSON result value
-  carries every output; outputs appear when the cell ends.
+* **Azure contract** (Azure, and local pools in Azure-strict mode): the
+  long-poll channel (:mod:`._channel`). The in-session helper runs the cell
+  in a worker thread of the session; short execute calls start it and fetch
+  its outputs as they are produced, carry interrupts and ``input()`` answers,
+  and no call is long, so no cell is bound by Azure's 220 s cap.
 * **Native** (the local pool's ``stream`` and ``jupyter-cells``
   extensions): no helper; the cell itself is streamed with its execution
   count, ``silent`` and ``user_expressions``, the session kernel's real
-  iopub messages are relayed as they happen, its own ``execute_reply``
-  comes back on the stream's last line, and interrupt stops the remote run.
+  iopub messages are relayed as they happen, its ``input_request`` comes back
+  on the stream (``stdin`` extension), its own ``execute_reply`` comes back on
+  the stream's last line, and interrupt stops the remote run.
 
 A session replaced behind our back (idle expiry, deletion, crash) is noticed
 before the cell runs: it no longer has the helper, or (native) it no longer
 has the etag of the session the earlier cells ran in, which every native
 cell sends as ``If-Match``. The cell is then *not* run, the user is told in
 one line, and a fresh session is made ready. Re-running the cell silently
-would run it without the state it was written against.
+would run it without the state it was written against. A session lost while
+a cell runs ends that cell with one line saying its state is gone.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import atexit
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..wire import Execution, JupyterCell
@@ -39,12 +44,16 @@ from ._lazy import client as sessions_client
 if TYPE_CHECKING:
     from ..client import AsyncSessionsClient, SessionsClient
 from . import _calls
-Emit = Callable[[str, dict[str, Any]], None]
+from ._channel import CALL_TIMEOUT, INTERRUPT_GRACE, Channel, ChannelInterrupted
+
+#: ``emit(msg_type, content, cell_id=None)``: publish one output; ``cell_id``
+#: names an earlier cell when a thread of that cell printed after it ended.
+Emit = Callable[..., None]
+#: ``ask_input(prompt, password)``: the frontend's answer to ``input()``.
+AskInput = Callable[[str, bool], Awaitable[str]]
 
 #: Past a cell's timeout, how long we wait for the pool's own timeout answer.
 TIMEOUT_GRACE = 0.6
-#: After asking the local pool to interrupt, how long the run may take to stop.
-INTERRUPT_GRACE = 3.0
 #: Completion and inspection must not keep an editor waiting.
 INTROSPECTION_TIMEOUT = 5.0
 #: Error codes with which a pool reports that the session is gone.
@@ -184,6 +193,8 @@ class RemoteSession:
         self._etag: str | None = None  # native: the session the notebook's cells have run in
         self._raw = False  # the session has no IPython: run code as plain Azure executions
         self._installing = asyncio.Lock()  # the warm-up and the first cell may both get here
+        self._channel: Channel | None = None  # Azure contract: the long-poll channel to the prepared session
+        self._cell_started = False  # the channel's running cell reached the session (for the lost-session message)
 
     # -- connection ---------------------------------------------------------------
 
@@ -285,13 +296,20 @@ class RemoteSession:
             except ValueError:
                 detail = (execution.error.message if execution.error else "") or execution.stderr.strip()[-400:]
                 raise BackendError(f"The session did not accept the kernel's helper: {detail or execution.result!r}") from None
+            if status == _calls.OTHER_HELPER:
+                raise BackendError(
+                    "This session was prepared by another version of azure-sessions-kernel (its helper speaks another "
+                    "protocol). Run %session new to continue in a fresh session."
+                )
             self._raw = status == _calls.NO_IPYTHON
+            self._channel = Channel(self._channel_call)
             self._prepared_session = identifier
 
     def forget_helper(self) -> None:
         """The session changed or ended: prepare the next one before its first cell."""
         self._prepared_session = None
         self._etag = None
+        self._channel = None
 
     @contextlib.contextmanager
     def _client_errors(self, *passed_on: type[Exception]) -> Iterator[None]:
@@ -315,6 +333,11 @@ class RemoteSession:
         self.forget_helper()
         if reason:
             return SessionLostError(f"{reason.rstrip('.')}. Re-run the cells the next one needs.")
+        if self._cell_started:
+            return SessionLostError(
+                "The remote session ended while this cell was running (it was deleted, expired, or its Python process "
+                "died): its variables and files are lost. The next cell starts a fresh session; re-run the cells it needs."
+            )
         return SessionLostError(
             "The remote session ended (idle expiry, deletion, or its Python process died). This cell did not run; "
             "the next cell starts a fresh session without the variables and files of earlier cells, so re-run the cells it needs."
@@ -326,66 +349,96 @@ class RemoteSession:
         self,
         code: str,
         *,
+        cell_id: str,
         execution_count: int | None,
-        timeout: float,
+        timeout: float | None,
         emit: Emit,
         interrupted: asyncio.Event,
         silent: bool = False,
         store_history: bool = True,
         user_expressions: Mapping[str, str] | None = None,
-        top_level_await: bool | Callable[[], bool] = False,
+        allow_stdin: bool = False,
+        ask_input: AskInput | None = None,
     ) -> CellReply:
         """Run one cell, emitting its outputs; returns the reply fields.
 
+        Called by the kernel's ``do_execute`` for every cell (or part of one)
+        that runs in the session. ``cell_id`` is unique per cell (the kernel
+        uses its execute_request's msg_id) and comes back with outputs that a
+        thread of the cell prints after it ended. ``timeout`` is in seconds,
+        ``None`` for none. ``interrupted`` is set by the kernel on SIGINT.
+        ``ask_input`` answers ``input()`` when ``allow_stdin``.
+
         Raises a :class:`KernelSessionError` subclass when the cell could not
-        finish normally (lost session, timeout, interrupt on Azure, backend
-        failure). ``interrupted`` is set by the kernel on SIGINT.
-        ``top_level_await`` (or a function that says so, asked only when the
-        helper runs the cell) says whether the cell needs the session's loop.
+        finish normally (lost session, timeout, an interrupt the code did not
+        stop for, backend failure).
         """
         hold = _ErrorHold(emit)
-        sent = asyncio.Event()  # set when the cell goes out: the timeout counts from there
         cell = JupyterCell(execution_count, silent, store_history, dict(user_expressions or {}))
-        run = asyncio.ensure_future(self._run(code, cell, top_level_await, timeout, hold, sent))
-        stop = asyncio.ensure_future(interrupted.wait())
-        sending = asyncio.ensure_future(sent.wait())
         try:
             # Connecting (maybe starting the local pool) and installing the helper are not the cell's time.
-            done, _ = await asyncio.wait({run, stop, sending}, return_when=asyncio.FIRST_COMPLETED)
-            if run not in done and stop not in done:
-                done, _ = await asyncio.wait({run, stop}, timeout=timeout + TIMEOUT_GRACE, return_when=asyncio.FIRST_COMPLETED)
-            if run in done:
-                return run.result()
-            if stop in done and not sent.is_set():
-                raise CellInterrupted("Interrupted while connecting to the session; the cell did not run.")
+            await self._prepare_interruptibly(interrupted)
+            if self._raw:
+                return await self._supervise(self._run_raw(code, execution_count, timeout, hold), timeout, interrupted, hold)
+            if self.native:
+                stdin = allow_stdin and ask_input is not None and self.has("stdin")
+                native = dataclasses.replace(cell, allow_stdin=stdin, timeout=timeout or 0)
+                return await self._supervise(self._run_native(code, native, hold, ask_input), timeout, interrupted, hold)
+            return await self._run_polled(code, cell, cell_id, timeout, hold, interrupted, allow_stdin and ask_input is not None, ask_input)
+        finally:
+            hold.flush()
+
+    async def _prepare_interruptibly(self, interrupted: asyncio.Event) -> None:
+        ready = asyncio.ensure_future(self.ensure_ready())
+        stop = asyncio.ensure_future(interrupted.wait())
+        try:
+            done, _ = await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if ready not in done:
+            ready.cancel()
+            with contextlib.suppress(BaseException):
+                await ready
+            interrupted.clear()
+            raise CellInterrupted("Interrupted while connecting to the session; the cell did not run.")
+        ready.result()
+
+    async def _supervise(self, run: Awaitable[CellReply], timeout: float | None, interrupted: asyncio.Event, hold: _ErrorHold) -> CellReply:
+        """Wait for one long call (native stream, raw execution), acting on interrupt and timeout."""
+        task = asyncio.ensure_future(run)
+        stop = asyncio.ensure_future(interrupted.wait())
+        try:
+            limit = None if timeout is None else timeout + TIMEOUT_GRACE
+            done, _ = await asyncio.wait({task, stop}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                return task.result()
             if stop in done and self.can_interrupt:
                 await self._interrupt_remote()
-                done, _ = await asyncio.wait({run}, timeout=INTERRUPT_GRACE)
-                if run in done:
-                    return run.result()
+                done, _ = await asyncio.wait({task}, timeout=INTERRUPT_GRACE)
+                if task in done:
+                    return task.result()
                 raise CellInterrupted(
                     f"The session did not stop within {INTERRUPT_GRACE:g} s of the interrupt; "
                     "its code keeps running until it ends or reaches its timeout."
                 )
             if stop in done:
                 raise CellInterrupted(
-                    "Stopped waiting for the session. Azure sessions cannot interrupt running code, so it "
+                    "Stopped waiting for the session. This session cannot interrupt running code, so it "
                     "keeps running there until it ends or reaches its timeout, and the next cell waits for it."
                 )
             if self.can_interrupt:
                 await self._interrupt_remote()
+            assert timeout is not None
             raise self._timeout(timeout, hold.take())
         finally:
-            for waiter in (stop, sending):
-                waiter.cancel()
-            if not run.done():
-                run.cancel()
+            stop.cancel()
+            if not task.done():
+                task.cancel()
             with contextlib.suppress(BaseException):
-                await run
-            hold.flush()
+                await task
 
-    def _timeout(self, timeout: float, interrupted_error: dict[str, Any] | None, pool_says: str = "") -> CellTimeoutError:
-        if self.can_interrupt:
+    def _timeout(self, timeout: float, interrupted_error: dict[str, Any] | None, pool_says: str = "", *, kept: bool | None = None) -> CellTimeoutError:
+        if kept if kept is not None else self.can_interrupt:
             what = "it was interrupted in the session, whose variables are kept"
         elif pool_says:
             what = f"the pool stopped it: {pool_says.rstrip('.')}"
@@ -402,70 +455,118 @@ class RemoteSession:
         except (sessions_client.SessionsError, asyncio.TimeoutError) as exc:
             self.log.warning("Interrupting the session failed: %s", exc)
 
-    async def _run(
-        self, code: str, cell: JupyterCell, top_level_await: bool | Callable[[], bool], timeout: float, hold: _ErrorHold, sent: asyncio.Event
-    ) -> CellReply:
-        await self.ensure_ready()
-        sent.set()
-        if self._raw:
-            return await self._run_raw(code, cell.execution_count, timeout, hold)
-        if self.native:
-            return await self._run_native(code, cell, timeout, hold)
-        needs_loop = top_level_await() if callable(top_level_await) else top_level_await
-        call = _calls.run_code(
-            code, cell.execution_count, silent=cell.silent, user_expressions=dict(cell.user_expressions), top_level_await=needs_loop
-        )
-        return await self._run_contract(call, cell.execution_count, timeout, hold)
+    # -- the long-poll channel (Azure contract) ------------------------------------------
 
-    async def _run_contract(self, call: str, execution_count: int | None, timeout: float, hold: _ErrorHold) -> CellReply:
+    async def _run_polled(
+        self,
+        code: str,
+        cell: JupyterCell,
+        cell_id: str,
+        timeout: float | None,
+        hold: _ErrorHold,
+        interrupted: asyncio.Event,
+        allow_stdin: bool,
+        ask_input: AskInput | None,
+    ) -> CellReply:
+        assert self._channel is not None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        count = cell.execution_count
+
+        def publish(msg_type: str, content: dict[str, Any], owner: str | None) -> None:
+            content = self._with_count(msg_type, content, count) if owner == cell_id else content
+            if owner in (cell_id, None):
+                hold(msg_type, content)
+            else:  # a thread of an earlier cell, still printing
+                hold.flush()
+                hold._emit(msg_type, content, owner)
+
+        def notice(text: str) -> None:
+            hold("stream", {"name": "stderr", "text": text + "\n"})
+
+        self._cell_started = False
         try:
-            execution = await self._execute(call, timeout=timeout)
+            outcome = await self._channel.run(
+                cell_id, code, cell, allow_stdin=allow_stdin, deadline=deadline, publish=publish,
+                interrupted=interrupted, ask_input=ask_input, notice=notice,
+            )  # fmt: skip
+        except ChannelInterrupted as stuck:
+            at = f" (at {stuck.where})" if stuck.where else ""
+            tail = (
+                f"it is inside a call that an interrupt cannot stop{at}. KeyboardInterrupt is pending there and "
+                "stops the code when that call returns; the next cell waits for it."
+            )
+            if stuck.why == "timeout":
+                assert timeout is not None
+                message = f"The cell did not finish within its {timeout:g} s timeout (change it with %timeout) and did not stop within {INTERRUPT_GRACE:g} s of being interrupted: {tail}"
+                raise CellTimeoutError(message) from None
+            raise CellInterrupted(f"The cell did not stop within {INTERRUPT_GRACE:g} s of the interrupt: {tail}") from None
+        finally:
+            self._cell_started = False
+        reply = CellReply.from_helper(outcome.reply)
+        if outcome.interrupted_for == "timeout" and reply.status != "ok" and reply.ename == "KeyboardInterrupt":
+            assert timeout is not None
+            raise self._timeout(timeout, hold.take(), kept=True)
+        return reply
+
+    async def _channel_call(self, code: str, resend: bool) -> dict[str, Any]:
+        """One execute call of the channel; the helper's decoded answer (spilled ones fetched)."""
+        try:
+            with self._client_errors(sessions_client.ExecutionTimeoutError):
+                execution = await self.client.execute(self.identifier, code, timeout=CALL_TIMEOUT, resend=resend)
         except sessions_client.ExecutionTimeoutError:
-            raise self._timeout(timeout, None) from None
-        code = _error_code(execution)
-        if code in _LOST_CODES:
+            raise BackendError(
+                f"The session did not answer within {CALL_TIMEOUT} s: its Python is stuck in a call that does not let "
+                "other threads run (a long C call holding the GIL). The cell may still be running there."
+            ) from None
+        code_ = _error_code(execution)
+        if code_ in _LOST_CODES:
             raise self._lost(execution.error.message if execution.error else "")
         try:
-            reply = _calls.decode_cell_reply(execution.result)
-            if "spilled" in reply:
-                reply = await self._fetch_spilled(reply["spilled"])
+            answer = _calls.decode_answer(execution.result)
+            if "spilled" in answer:
+                answer = await self._fetch_spilled(answer["spilled"])
         except _calls.HelperMissing:
             raise self._lost() from None
         except ValueError:
-            if "timeout" in code:  # pools drop the result value of a timed-out run
-                raise self._timeout(timeout, None, execution.error.message if execution.error else "") from None
-            self._emit_streams(execution, hold)
             last_lines = execution.stderr.strip().splitlines()[-1:]
             detail = (execution.error.message if execution.error else "") or "".join(last_lines)
-            raise BackendError(f"The session returned no result for this cell: {detail or 'no details'}.") from None
-        for output in reply.get("outputs") or ():
-            hold(output["msg_type"], self._with_count(output["msg_type"], dict(output["content"]), execution_count))
-        # Output written to the session's file descriptors (subprocesses, C
-        # libraries) bypasses the helper and comes back as plain stdout/stderr.
-        self._emit_streams(execution, hold)
-        if "timeout" in code:
-            raise self._timeout(timeout, hold.take(), execution.error.message if execution.error else "")
-        return CellReply.from_helper(reply)
+            raise BackendError(f"The session returned no answer for this cell: {detail or 'no details'}.") from None
+        self._cell_started = True
+        # What reached the session's own streams during the call (a warning the
+        # home thread printed): the cell's output too.
+        answer["streams"] = [(name, text) for name, text in (("stdout", execution.stdout), ("stderr", execution.stderr)) if text]
+        return answer
 
     async def _fetch_spilled(self, name: str) -> dict[str, Any]:
-        """A reply too large for the result value, which the helper wrote to ``/mnt/data``."""
+        """An answer too large for the result value, which the helper wrote to ``/mnt/data``."""
         with self._client_errors():
             data = await self.client.download(self.identifier, name)
             try:
                 await self.client.delete_file(self.identifier, name)
             except sessions_client.SessionsError as exc:  # a leftover file is harmless; the outputs are what matter
                 self.log.info("Could not delete %s from the session: %s", name, exc)
-        return _calls.decode_cell_reply(data.decode("utf-8"))
+        return _calls.decode_answer(data.decode("utf-8"))
 
-    async def _run_native(self, code: str, cell: JupyterCell, timeout: float, hold: _ErrorHold) -> CellReply:
+    # -- native cells (local pool extensions) -------------------------------------------
+
+    async def _run_native(self, code: str, cell: JupyterCell, hold: _ErrorHold, ask_input: AskInput | None) -> CellReply:
         done = None
         try:
             with self._client_errors(sessions_client.ExtensionUnavailableError):
-                async for event in self.client.execute_stream(self.identifier, code, timeout=timeout, cell=cell, session_etag=self._etag):
+                async for event in self.client.execute_stream(self.identifier, code, cell=cell, session_etag=self._etag):
                     if event.done:  # the last event; reading on lets the stream close itself
                         done = event
                     elif event.type == "iopub" and event.msg_type:
                         hold(event.msg_type, self._with_count(event.msg_type, dict(event.content or {}), cell.execution_count))
+                    elif event.type == "stdin" and event.msg_type == "input_request" and ask_input is not None:
+                        content = event.content or {}
+                        try:
+                            value = await ask_input(str(content.get("prompt", "")), bool(content.get("password")))
+                        except KeyboardInterrupt:
+                            await self._interrupt_remote()  # the session's input() raises KeyboardInterrupt
+                            continue
+                        await self.client.send_input(self.identifier, value)
         except sessions_client.ExtensionUnavailableError:
             # A pool restarted in Azure-strict mode under the same address: this cell did not run.
             self.backend = dataclasses.replace(self.backend, extensions=frozenset())  # type: ignore[arg-type]
@@ -476,18 +577,18 @@ class RemoteSession:
         if done is not None and done.etag:
             self._etag = done.etag  # from now on, only this session will do
         if done is not None and done.status == "timeout":
-            raise self._timeout(timeout, hold.take())
+            raise self._timeout(cell.timeout or 0, hold.take())
         if done is None or done.reply is None:
             message = execution.error.message if execution is not None and execution.error else "the stream ended early"
             raise BackendError(f"The session ended the cell without a reply: {message}.")
         return CellReply.from_helper(done.reply)
 
-    async def _run_raw(self, code: str, execution_count: int | None, timeout: float, hold: _ErrorHold) -> CellReply:
-        """Best effort for a session without IPython: stdout, stderr and the one result value."""
+    async def _run_raw(self, code: str, execution_count: int | None, timeout: float | None, hold: _ErrorHold) -> CellReply:
+        """Best effort for a session without IPython: stdout, stderr and the one result value (one call, Azure's cap)."""
         try:
-            execution = await self._execute(code, timeout=timeout)
+            execution = await self._execute(code, timeout=min(timeout or CALL_TIMEOUT, CALL_TIMEOUT))
         except sessions_client.ExecutionTimeoutError:
-            raise self._timeout(timeout, None) from None
+            raise self._timeout(timeout or CALL_TIMEOUT, None) from None
         if execution.stdout:
             hold("stream", {"name": "stdout", "text": execution.stdout})
         if not execution.succeeded:
@@ -511,12 +612,6 @@ class RemoteSession:
         if msg_type == "execute_result":
             content["execution_count"] = execution_count
         return content
-
-    @staticmethod
-    def _emit_streams(execution: Execution, emit: Emit) -> None:
-        for name, text in (("stdout", execution.stdout), ("stderr", execution.stderr)):
-            if text:
-                emit("stream", {"name": name, "text": text})
 
     # -- introspection --------------------------------------------------------------
 

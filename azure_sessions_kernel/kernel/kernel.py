@@ -18,12 +18,14 @@ can do there (stop the run on the local pool, stop waiting on Azure).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import re
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from textwrap import dedent
 from typing import Any
@@ -36,7 +38,7 @@ from ipykernel.kernelapp import IPKernelApp
 from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
 
 from .. import __version__
-from ..wire import DEFAULT_API_VERSION, MAX_EXECUTION_TIMEOUT
+from ..wire import DEFAULT_API_VERSION
 from ._identifiers import named_identifier, random_identifier
 from ._lazy import client as sessions_client
 from ._magics import MAGIC_NAMES, SessionMagicError, SessionMagics, magic_errors, needs_connection, plan_cell, show_magic_error
@@ -45,6 +47,8 @@ from ._remote import BackendError, CellInterrupted, KernelSessionError, RemoteSe
 #: Setting this environment variable selects an Azure session pool (the name Azure's samples use).
 ENDPOINT_ENV = "AZURE_CONTAINER_APP_SESSION_POOL_MANAGEMENT_ENDPOINT"
 _MAGIC_AT_START = re.compile(r"\s*%(\w+)")
+#: Remote cells whose parent header is kept for output their threads print after they end.
+CELL_PARENTS_KEPT = 64
 
 
 class AzureSessionsKernel(IPythonKernel):
@@ -118,22 +122,27 @@ class AzureSessionsKernel(IPythonKernel):
     ).tag(config=True)
 
     execution_timeout = Float(
-        float(MAX_EXECUTION_TIMEOUT),
+        None,
+        allow_none=True,
         help=dedent(
-            f"""
-            Seconds one cell may run in the session before it is stopped and reported as a
-            TimeoutError; at most {MAX_EXECUTION_TIMEOUT}, Azure's limit for one execution. On the
-            local pool the cell is interrupted and the session's variables are kept; on Azure the
-            kernel stops waiting. `%timeout SECONDS` changes it from the notebook.
+            """
+            Seconds one cell may run in the session before it is interrupted (its variables are
+            kept) and reported as a TimeoutError; any positive number, or None (the default) for
+            no timeout, as in any Jupyter kernel. On Azure no single execute call is long (cells
+            run through the long-poll channel), so Azure's 220 s cap per call does not bound a
+            cell. `%timeout SECONDS` and `%timeout off` change it from the notebook.
             """
         ),
     ).tag(config=True)
 
     @validate("execution_timeout")
-    def _check_timeout(self, proposal: Any) -> float:
-        value = float(proposal["value"])
-        if not 0 < value <= MAX_EXECUTION_TIMEOUT:
-            raise TraitError(f"execution_timeout must be more than 0 and at most {MAX_EXECUTION_TIMEOUT} seconds, got {value:g}.")
+    def _check_timeout(self, proposal: Any) -> float | None:
+        value = proposal["value"]
+        if value is None:
+            return None
+        value = float(value)
+        if not 0 < value < float("inf"):
+            raise TraitError(f"execution_timeout must be a number of seconds more than 0 (or None for no timeout), got {value:g}.")
         return value
 
     delete_session_on_shutdown = Bool(
@@ -189,6 +198,9 @@ class AzureSessionsKernel(IPythonKernel):
         assert self.shell is not None
         self.shell.register_magics(SessionMagics(self.shell, self))
         self._magic_errors_registered = False  # see _run_local
+        #: The execute_request parent of recent remote cells, by cell id, for output
+        #: a thread of a finished cell prints later (it goes to that cell).
+        self._cell_parents: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._warming_up = False  # see start
         self.remote = RemoteSession(
             endpoint=self.endpoint,
@@ -264,7 +276,7 @@ class AzureSessionsKernel(IPythonKernel):
             reply = await self._run_local(plan.before, silent, False, {}, allow_stdin, cell_meta, cell_id)
             if reply["status"] != "ok":
                 return self._finish(code, store_history, silent, reply, count)
-        reply = await self._run_remote(plan.remote, count, silent, store_history, user_expressions)
+        reply = await self._run_remote(plan.remote, count, silent, store_history, user_expressions, allow_stdin)
         if plan.after and reply["status"] == "ok":
             after = await self._run_local(plan.after, silent, False, {}, allow_stdin, cell_meta, cell_id)
             if after["status"] != "ok":
@@ -294,13 +306,21 @@ class AzureSessionsKernel(IPythonKernel):
         return reply
 
     async def _run_remote(
-        self, code: str, count: int, silent: bool, store_history: bool, user_expressions: dict[str, str] | None
+        self, code: str, count: int, silent: bool, store_history: bool, user_expressions: dict[str, str] | None, allow_stdin: bool
     ) -> dict[str, Any]:
         interrupted = asyncio.Event()
+        parent = self.get_parent("shell")
+        cell_id = str(parent.get("header", {}).get("msg_id") or uuid.uuid4().hex)
+        self._cell_parents[cell_id] = parent
+        while len(self._cell_parents) > CELL_PARENTS_KEPT:
+            self._cell_parents.popitem(last=False)
+        # ipykernel sets this in its own do_execute, which remote cells bypass.
+        self._allow_stdin = allow_stdin
         try:
             with self._sigint_sets(interrupted):
                 cell = await self.remote.run_cell(
                     code,
+                    cell_id=cell_id,
                     execution_count=count,
                     timeout=self.execution_timeout,
                     emit=self._publish,
@@ -308,7 +328,8 @@ class AzureSessionsKernel(IPythonKernel):
                     silent=silent,
                     store_history=store_history,
                     user_expressions=user_expressions,
-                    top_level_await=lambda: self._needs_await(code),
+                    allow_stdin=allow_stdin,
+                    ask_input=self._ask_input,
                 )
         except KernelSessionError as exc:
             return self._fail(exc.ename, str(exc), count, exc.traceback)
@@ -321,6 +342,20 @@ class AzureSessionsKernel(IPythonKernel):
         reply.update(payload=cell.payload, user_expressions=cell.user_expressions)
         return reply
 
+    async def _ask_input(self, prompt: str, password: bool) -> str:
+        """The frontend's answer to an ``input()``/``getpass()`` of the session (stdin channel).
+
+        Called by the remote session while a cell waits in ``input()``. Blocks
+        this thread as ipykernel's own ``input()`` does; an interrupt raises
+        ``KeyboardInterrupt`` here (the remote session then stops the cell).
+        """
+        saved = signal.signal(signal.SIGINT, signal.default_int_handler) if threading.current_thread() is threading.main_thread() else None
+        try:
+            return self.getpass(prompt) if password else self.raw_input(prompt)
+        finally:
+            if saved is not None:
+                signal.signal(signal.SIGINT, saved)
+
     def _finish(self, code: str, store_history: bool, silent: bool, reply: dict[str, Any], count: int) -> dict[str, Any]:
         """Record the cell as IPython would: history and the next execution count."""
         if store_history and not silent:
@@ -331,8 +366,13 @@ class AzureSessionsKernel(IPythonKernel):
         reply.setdefault("user_expressions", {})
         return reply
 
-    def _publish(self, msg_type: str, content: dict[str, Any]) -> None:
-        self.send_response(self.iopub_socket, msg_type, content)
+    def _publish(self, msg_type: str, content: dict[str, Any], cell_id: str | None = None) -> None:
+        """Publish a remote output; ``cell_id`` names the earlier cell it belongs to (a thread it started)."""
+        parent = self._cell_parents.get(cell_id) if cell_id is not None else None
+        if parent is None:
+            self.send_response(self.iopub_socket, msg_type, content)
+        else:
+            self.session.send(self.iopub_socket, msg_type, content, parent, ident=self._topic(msg_type))
 
     def _fail(self, ename: str, evalue: str, count: int, traceback: list[str] | None = None) -> dict[str, Any]:
         """Report a failure as IPython reports an exception: an ``error`` output and an error reply."""
@@ -352,16 +392,6 @@ class AzureSessionsKernel(IPythonKernel):
             connect.cancel()  # the connection itself goes on (shielded) and serves the next cell
             raise CellInterrupted("Interrupted while connecting to the session pool; the cell did not run.")
         connect.result()
-
-    def _needs_await(self, code: str) -> bool:
-        # Top-level await needs one of these words; skipping IPython's transform-and-compile
-        # check for every other cell saves a compile of the whole cell on each execution.
-        if "await" not in code and "async" not in code:
-            return False
-        try:
-            return bool(self.shell.should_run_async(code, transformed_cell=self.shell.transform_cell(code), preprocessing_exc_tuple=None))
-        except Exception:  # a cell IPython cannot transform shows its error in the session
-            return False
 
     @contextlib.contextmanager
     def _sigint_sets(self, event: asyncio.Event) -> Iterator[None]:

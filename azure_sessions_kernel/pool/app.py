@@ -387,7 +387,8 @@ def create_app(
             events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
             def relay(msg_type: str, content: dict[str, Any]) -> None:
-                events.put_nowait({"type": "iopub", "msg_type": msg_type, "content": content})
+                kind = "stdin" if msg_type == "input_request" else "iopub"
+                events.put_nowait({"type": kind, "msg_type": msg_type, "content": content})
 
             async def run() -> None:
                 try:
@@ -411,7 +412,14 @@ def create_app(
 
             async def lines() -> AsyncIterator[bytes]:
                 try:
-                    while (item := await events.get()) is not None:
+                    while True:
+                        try:
+                            item = await asyncio.wait_for(events.get(), wire.STREAM_KEEPALIVE)
+                        except asyncio.TimeoutError:  # a long quiet cell: tell the client it still runs
+                            yield b'{"type": "keepalive"}\n'
+                            continue
+                        if item is None:
+                            break
                         yield (json.dumps(item, default=str) + "\n").encode()
                 finally:
                     if not task.done():  # the client went away: stop the remote work too
@@ -425,6 +433,19 @@ def create_app(
             v = version_of(request)
             s = existing_session(request, v)
             await manager.interrupt(s)
+            return Response(status_code=204)
+
+        @app.post("/.local/executions/input", tags=["local extensions"], summary="Answer the running cell's input() (stdin)")
+        async def input_reply(request: Request) -> Response:
+            v = version_of(request)
+            body = await json_body(request)
+            value = body.get("value") if isinstance(body, dict) else None
+            if not isinstance(value, str) or len(value.encode("utf-8", "surrogatepass")) > wire.MAX_INPUT_BYTES:
+                raise wire.ContractError(
+                    f"The body must be a JSON object with a string 'value' of at most {wire.MAX_INPUT_BYTES} bytes.",
+                    code="SessionRequestValidationFailed",
+                )
+            await manager.send_input(existing_session(request, v), value)
             return Response(status_code=204)
 
         async def introspect(request: Request, msg_type: str) -> Response:

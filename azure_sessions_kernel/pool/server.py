@@ -31,7 +31,7 @@ from .sessions import PoolConfig, SessionManager
 
 log = logging.getLogger("azure_sessions_kernel.pool")
 
-EXTENSIONS = ("stream", "jupyter-cells", "interrupt", "complete", "inspect")
+EXTENSIONS = ("stream", "jupyter-cells", "stdin", "interrupt", "complete", "inspect")
 #: What ``--preload`` imports by default: the code-interpreter staples.
 DEFAULT_PRELOAD = ("numpy", "pandas", "matplotlib.pyplot")
 

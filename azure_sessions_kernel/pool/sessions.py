@@ -108,6 +108,8 @@ class PoolSession:
         #: Serialises executions, like Azure's one-websocket-per-session proxy.
         self.lock = asyncio.Lock()
         self.running_msg_id: str | None = None
+        #: The running cell sent an input_request that has no answer yet.
+        self.waiting_input = False
         self.executions: OrderedDict[str, wire.Execution] = OrderedDict()
         self.closed = False
         #: Reads and drops iopub messages while no execution runs (see SessionManager._drain).
@@ -471,7 +473,7 @@ class SessionManager:
                 "silent": as_cell.silent,
                 "store_history": as_cell.store_history,
                 "user_expressions": dict(as_cell.user_expressions),
-                "allow_stdin": False,
+                "allow_stdin": as_cell.allow_stdin and on_event is not None,
                 "stop_on_error": False,
             },
         )
@@ -486,7 +488,10 @@ class SessionManager:
         msg_id = msg["header"]["msg_id"]
         s.running_msg_id = msg_id
         collected = _Collected()
-        deadline = time.monotonic() + req.timeout_in_seconds
+        # A notebook cell's own timeout (extension route) is not capped at Azure's 220 s; 0: none.
+        limit = float(req.timeout_in_seconds) if cell is None or cell.timeout is None else cell.timeout
+        deadline = time.monotonic() + limit if limit > 0 else float("inf")
+        s.waiting_input = False
         reply: dict[str, Any] | None = None
         reply_at = 0.0
         idle = False
@@ -506,8 +511,10 @@ class SessionManager:
             if interrupted_at is not None and now >= interrupted_at + self.config.interrupt_grace:
                 # User code ignored SIGINT: the only way out is to end the session.
                 await self.delete(s.identifier)
-                return collected, None, ("Timeout", f"The execution exceeded its timeout of {req.timeout_in_seconds} s and did not stop when interrupted; the session was ended and its state lost.")
+                return collected, None, ("Timeout", f"The execution exceeded its timeout of {limit:g} s and did not stop when interrupted; the session was ended and its state lost.")
             wait = min(0.2, max(0.01, (interrupted_at or deadline) - now + 0.01))
+            if as_cell.allow_stdin and on_event is not None:
+                wait = min(wait, 0.05)  # an input_request must not wait behind a quiet iopub
             got_any = False
             if not idle:
                 with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
@@ -523,6 +530,15 @@ class SessionManager:
                                 r = on_event(mt, m["content"])
                                 if asyncio.iscoroutine(r):
                                     await r
+            if as_cell.allow_stdin and on_event is not None and not idle:
+                with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
+                    m = await kc.get_stdin_msg(timeout=0)
+                    got_any = True
+                    if m.get("parent_header", {}).get("msg_id") == msg_id and m["header"]["msg_type"] == "input_request":
+                        s.waiting_input = True
+                        r = on_event("input_request", m["content"])
+                        if asyncio.iscoroutine(r):
+                            await r
             if reply is None:
                 # Once idle, the reply is all that is left: block on it instead of iopub.
                 with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
@@ -533,7 +549,7 @@ class SessionManager:
             if not got_any and not s.sandbox.is_alive():
                 raise _SessionGone(self._crash_message(s, during=True))
         if interrupted_at is not None:
-            return collected, reply, ("Timeout", f"The execution exceeded its timeout of {req.timeout_in_seconds} s and was interrupted; the session's state was kept.")
+            return collected, reply, ("Timeout", f"The execution exceeded its timeout of {limit:g} s and was interrupted; the session's state was kept.")
         return collected, reply, None
 
     def _collect(self, c: _Collected, msg_type: str, content: dict[str, Any]) -> None:
@@ -639,6 +655,17 @@ class SessionManager:
 
     def get_execution(self, s: PoolSession, execution_id: str) -> wire.Execution | None:
         return s.executions.get(execution_id)
+
+    async def send_input(self, s: PoolSession, value: str) -> None:
+        """Answer the ``input()`` the running cell waits in (the ``stdin`` extension).
+
+        Raises :class:`PoolError` 409 when no cell of the session waits for input.
+        Does not take the session lock: the cell that waits holds it.
+        """
+        if s.running_msg_id is None or not s.waiting_input:
+            raise PoolError("No cell of this session is waiting for input.", code="NoInputRequested", status=409)
+        s.waiting_input = False
+        s.kc.input(value)
 
     async def interrupt(self, s: PoolSession) -> bool:
         """Send ``interrupt_request`` on the control channel (KeyboardInterrupt inside; state kept).

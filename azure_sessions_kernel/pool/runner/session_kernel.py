@@ -13,7 +13,9 @@ ipykernel with the differences a remote code-interpreter session needs:
   the launcher runs it outside a sandbox), plots use the inline backend and
   the IPython history database is off;
 * ``input()`` and ``getpass()`` raise at once, saying that remote sessions have
-  no stdin (a session has nobody at a keyboard: waiting would only hang);
+  no stdin (a session has nobody at a keyboard: waiting would only hang),
+  unless the pool runs a notebook cell with ``allow_stdin`` (its ``stdin``
+  extension), which relays the ``input_request`` to the notebook;
 * every ``execute_reply`` carries, under the key ``"azure_sessions"``, what an
   Azure session would put in the execution's ``result`` field:
 
@@ -139,17 +141,25 @@ def _make_kernel_class() -> type:
     from IPython.core.error import StdinNotImplementedError
     from traitlets import Float
 
-    def refuse_stdin(*_args: Any, **_kwargs: Any) -> str:
-        raise StdinNotImplementedError(STDIN_MESSAGE)
-
     class SessionKernel(IPythonKernel):
         """An IPython kernel that answers like an Azure dynamic session."""
 
         # ipykernel installs these as builtins.input / getpass.getpass for each
-        # execution; ours refuse instead of sending input_request.
-        raw_input = staticmethod(refuse_stdin)
-        getpass = staticmethod(refuse_stdin)
-        _no_raw_input = staticmethod(refuse_stdin)
+        # execution. A notebook cell the pool runs with allow_stdin (the stdin
+        # extension) asks through the stdin channel; any other execution has
+        # nobody at a keyboard, and says so at once instead of hanging.
+        def raw_input(self, prompt=""):
+            if not self._allow_stdin:
+                raise StdinNotImplementedError(STDIN_MESSAGE)
+            return super().raw_input(prompt)
+
+        def getpass(self, prompt="", stream=None, **kwargs):
+            if not self._allow_stdin:
+                raise StdinNotImplementedError(STDIN_MESSAGE)
+            return super().getpass(prompt, stream, **kwargs)
+
+        def _no_raw_input(self):
+            raise StdinNotImplementedError(STDIN_MESSAGE)
 
         # ipykernel sleeps 0.5 ms after each execution so that stdout flushed
         # just before the reply has left first; the pool waits for "idle", which
@@ -171,8 +181,7 @@ def _make_kernel_class() -> type:
             count = options.get(EXECUTION_COUNT)
             if isinstance(count, int) and not isinstance(count, bool) and count > 0:
                 self.shell.execution_count = count  # the notebook's number: "Cell In[n]", Out[n]
-            # Never ask the client for input, whatever the request says.
-            reply = await super().do_execute(code, silent, store_history, user_expressions, False, **kwargs)
+            reply = await super().do_execute(code, silent, store_history, user_expressions, allow_stdin, **kwargs)
             if options.get(AZURE_RESULT, True):
                 reply[RESULT_KEY] = self._azure_result(code, reply.get("status") == "ok", options)
             return reply
