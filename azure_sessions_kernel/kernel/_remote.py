@@ -57,7 +57,7 @@ TIMEOUT_GRACE = 0.6
 #: Completion and inspection must not keep an editor waiting.
 INTROSPECTION_TIMEOUT = 5.0
 #: Error codes with which a pool reports that the session is gone.
-_LOST_CODES = {"sessioncrashed", "sessionnotfound", "sessionwithidentifiernotfound"}
+_LOST_CODES = {"sessioncrashed", "sessiondeleted", "sessionnotfound", "sessionwithidentifiernotfound"}
 
 
 class KernelSessionError(Exception):

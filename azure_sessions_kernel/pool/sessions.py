@@ -450,7 +450,16 @@ class SessionManager:
                     raise _SessionGone("The session was deleted while this execution waited for it; the code did not run.")
                 if not s.sandbox.is_alive():
                     raise _SessionGone(self._crash_message(s, during=False))
-                outcome = await self._run(s, req, cell, on_event)
+                try:
+                    outcome = await self._run(s, req, cell, on_event)
+                except (asyncio.CancelledError, Exception):
+                    task = asyncio.current_task()
+                    if not s.closed or (task is not None and task.cancelling()):
+                        raise
+                    # DELETE session (or expiry) closed the kernel's channels under this execution.
+                    return self._finish(s, req, execution_id, started, _Collected(), None, error=("SessionDeleted", (
+                        "The session was deleted while this code ran: its variables and files are gone, and the next "
+                        "execution runs in a fresh session."))), None  # fmt: skip
             except _SessionGone as gone:
                 await self.delete(s.identifier)
                 return self._finish(s, req, execution_id, started, _Collected(), None, error=("SessionCrashed", str(gone))), None
