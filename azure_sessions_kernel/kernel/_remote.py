@@ -176,6 +176,7 @@ class RemoteSession:
         use_extensions: bool = True,
         local_pool_args: Sequence[str] = (),
         log: logging.Logger | None = None,
+        transport: Any = None,
     ) -> None:
         self._endpoint = endpoint or None
         self._token = token or None
@@ -184,6 +185,7 @@ class RemoteSession:
         self._use_extensions = use_extensions
         self._local_pool_args = tuple(local_pool_args)
         self.log = log or logging.getLogger(__name__)
+        self._transport = transport  # tests: an httpx transport for the async client (MockTransport)
         self.backend: Backend | None = None
         self._lease: Any = None
         self._client: AsyncSessionsClient | None = None
@@ -221,7 +223,7 @@ class RemoteSession:
                 # Should the kernel die without a shutdown, still let the pool know.
                 atexit.register(self._lease.release)
                 endpoint, token, isolation = self._lease.endpoint, self._lease.token, self._lease.isolation
-            self._client = sessions_client.AsyncSessionsClient(endpoint, token=token, api_version=self.api_version)
+            self._client = sessions_client.AsyncSessionsClient(endpoint, token=token, api_version=self.api_version, transport=self._transport)
         except sessions_client.SessionsError as exc:
             raise BackendError(f"Could not set up the session pool connection: {exc}") from exc
         extensions: frozenset[str] = frozenset()

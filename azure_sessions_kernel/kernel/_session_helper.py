@@ -173,8 +173,9 @@ class _Outbox:
     def pending_after(self, cursor):
         return bool(self.entries) and self.entries[-1][0] > cursor
 
-    def take(self, ack, budget=BATCH_BYTES):
-        """Forget what the kernel acknowledged; the outputs after it, within ``budget``."""
+    def take(self, ack, budget=None):
+        """Forget what the kernel acknowledged; the outputs after it, within ``budget`` (:data:`BATCH_BYTES`)."""
+        budget = BATCH_BYTES if budget is None else budget
         keep = 0
         while keep < len(self.entries) and self.entries[keep][0] <= ack:
             self.size -= _entry_size(self.entries[keep])
