@@ -9,6 +9,9 @@ hits both alike.
 
 1. Trivial cell ``1+1``: execute_request sent → ``idle`` on iopub; also
    against an ipykernel on our kernel's own interpreter (this venv's).
+   1b. The same on an Azure-strict pool (cells through the long-poll
+   channel), with the execute calls each cell makes, counted by the
+   session's own execution counter.
 2. A printing cell, a ~100 KB DataFrame HTML output, a matplotlib PNG.
 3. Cold start: kernel start → first cell's result, with the local pool
    already running and with the pool started by the kernel itself.
@@ -40,6 +43,8 @@ from jupyter_client.manager import KernelManager
 from _common import API, REPO, ms, summary, table, wait_until
 
 OURS, LOCAL = "azure-sessions", "bench-local-ipykernel"
+#: Our kernel pointed at an Azure-strict pool the bench starts (the stand-in for Azure).
+OURS_STRICT = "bench-azure-sessions-strict"
 #: A second cold-start baseline: ipykernel on the interpreter our kernel itself runs on (this venv's),
 #: which separates our kernel's own start-up cost from the two interpreters' different start-up.
 LOCAL_VENV = "bench-local-ipykernel-venv"
@@ -183,6 +188,60 @@ def ratio_rows(label: str, ours: list[float], local: list[float], target: str = 
             [f"{label}, p99", ms(o99), ms(l99), f"{o99 / l99:5.2f}", ""]]
 
 
+@contextlib.contextmanager
+def strict_pool(jupyter: Path) -> Iterator[tuple[str, str]]:
+    """An Azure-strict pool for the bench, and a kernelspec of ours pointed at it."""
+    from azure_sessions_kernel.kernel.install import write_kernelspec
+
+    token = "bench-" + os.urandom(8).hex()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "azure_sessions_kernel", "serve", "--azure-strict", "--port", "0", f"--token={token}",
+         "--log-level", "warning", "--ready-sessions", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        endpoint = ""
+        for line in proc.stdout:
+            if line.startswith("Pool management endpoint: "):
+                endpoint = line.split(": ", 1)[1].strip()
+                break
+        if not endpoint:
+            raise RuntimeError(f"the Azure-strict pool did not start (rc={proc.wait()})")
+        spec = write_kernelspec(jupyter / "kernels" / OURS_STRICT, python=sys.executable, endpoint=endpoint)
+        spec["argv"].append(f"--AzureSessionsKernel.token={token}")
+        (jupyter / "kernels" / OURS_STRICT / "kernel.json").write_text(json.dumps(spec))
+        yield endpoint, token
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def strict_figure(jupyter: Path, local: Kernel, samples: int) -> list[list[str]]:
+    """Figure 1b: ``1+1`` on an Azure-strict pool, and how many execute calls a cell makes."""
+    from azure_sessions_kernel.client import SessionsClient
+
+    with strict_pool(jupyter) as (endpoint, token):
+        strict = Kernel(OURS_STRICT)
+        try:
+            for _ in range(5):
+                strict.run("1+1")
+            _, outputs = strict.run("%session")
+            identifier = next(line.split()[1] for line in outputs[0]["content"]["text"].splitlines() if line.startswith("identifier"))
+            client = SessionsClient(endpoint, token=token)
+            probe = "get_ipython().execution_count"
+            before = client.execute(identifier, probe).result
+            o, l = interleaved(samples, lambda: strict.run("1+1")[0], lambda: local.run("1+1")[0])
+            after = client.execute(identifier, probe).result
+            calls = (int(after) - int(before) - 1) / samples  # every execute call is one session cell; minus the probe
+            client.close()
+        finally:
+            strict.close()
+    rows = ratio_rows("1+1 on an Azure-strict pool", o, l, "no worse than 2.2 (before the channel)")
+    rows.append(["  execute calls per cell (session's own counter)", f"{calls:.2f}", "–", "–", "1"])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer samples")
@@ -213,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             o2_50, v50 = summary(o2)[0], summary(v)[0]
             rows.append(["  vs ipykernel on our own interpreter (venv), p50", ms(o2_50), ms(v50), f"{o2_50 / v50:5.2f}", "same Python as our kernel"])
             table(f"1. Trivial cell `1+1`, execute_request → idle ({n_trivial} interleaved samples each)", header, rows)
+            table(f"1b. Trivial cell on an Azure-strict pool ({n_trivial} interleaved samples each)", header,
+                  strict_figure(tmp / "jupyter", local, n_trivial))
 
             rows = []
             sizes = {}

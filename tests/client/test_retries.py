@@ -104,6 +104,14 @@ def test_execution_is_resent_when_nothing_reached_the_pool(make_client, failure)
     assert len(rec.requests) == 2 and rec.requests[0].content == rec.requests[1].content
 
 
+@pytest.mark.parametrize("failure", [httpx.ReadTimeout, BUSY, httpx.Response(429, headers={"Retry-After": "1"})])
+def test_an_execution_declared_safe_to_repeat_is_resent_like_a_read(make_client, failure):
+    """The kernel's long-poll calls (``resend=True``) are idempotent: a lost answer is asked for again."""
+    rec = Recorder(failure, OK_EXEC)
+    assert make_client(rec).execute(SESSION, "poll()", resend=True).result == 1
+    assert len(rec.requests) == 2
+
+
 def test_connect_errors_exhaust_into_connect_error(make_client):
     rec = Recorder(httpx.ConnectError)
     client = make_client(rec, retry=RetryPolicy(max_attempts=2))

@@ -295,7 +295,7 @@ def test_a_cell_request_carries_its_options_and_the_etag_precondition(make_clien
 
     body = json.loads(rec.last.content)
     assert body["code"] == "x"
-    assert body["jupyter"] == {"executionCount": 7, "silent": False, "storeHistory": True, "userExpressions": {"n": "len(df)"}}
+    assert body["jupyter"] == {"executionCount": 7, "silent": False, "storeHistory": True, "userExpressions": {"n": "len(df)"}, "allowStdin": False}
     assert rec.last.headers["If-Match"] == '"e7a9"'
     assert events[-1].etag == "e7a9" and events[-1].reply == REPLY
 
@@ -326,4 +326,49 @@ def test_bad_cell_arguments_are_refused_before_sending(make_client, kwargs):
     target = getattr(client, "client", client)
     with pytest.raises(ConfigurationError):
         target.execute_stream(SESSION, "1", **kwargs)
+    assert rec.requests == []
+
+
+# --------------------------------------------------------------------------
+# Long cells and input(): the stdin extension, keepalives, no 220 s cap
+# --------------------------------------------------------------------------
+
+
+def test_an_input_request_is_an_event_and_the_answer_goes_to_the_input_route(make_client, kind):
+    lines = [{"type": "stdin", "msg_type": "input_request", "content": {"prompt": "Name? ", "password": False}},
+             {"type": "keepalive"}, LINES[-1]]
+    rec = Recorder(lambda request: httpx.Response(200, content=body_stream(kind, lambda: iter([ndjson(lines)]))), httpx.Response(204))
+    client = make_client(rec)
+    events = list(client.execute_stream(SESSION, "input()", cell=wire.JupyterCell(allow_stdin=True, timeout=0)))
+    assert [(e.type, e.msg_type) for e in events] == [("stdin", "input_request"), ("keepalive", None), ("done", None)]
+    assert events[0].content == {"prompt": "Name? ", "password": False}
+    body = json.loads(rec.last.content)
+    assert body["jupyter"]["allowStdin"] is True and body["jupyter"]["timeout"] == 0
+    client.send_input(SESSION, "Ada")
+    assert rec.last.url.path.endswith("/.local/executions/input") and json.loads(rec.last.content) == {"value": "Ada"}
+
+
+def test_a_long_cell_stream_keeps_a_read_timeout_for_a_hung_pool(make_client, kind):
+    rec = Recorder(lambda request: httpx.Response(200, content=body_stream(kind, lambda: iter([ndjson(LINES[-1:])]))))
+    list(make_client(rec).execute_stream(SESSION, "1", cell=wire.JupyterCell(timeout=3600)))
+    read = rec.last.extensions["timeout"]["read"]
+    assert 3 * wire.STREAM_KEEPALIVE <= read < 3600, "keepalive lines let the read timeout stay short"
+    assert json.loads(rec.last.content)["jupyter"]["timeout"] == 3600
+
+
+@pytest.mark.parametrize("value", [5, b"bytes", "x" * (wire.MAX_INPUT_BYTES + 1)])
+def test_a_bad_input_answer_is_refused_before_sending(make_client, value):
+    rec = Recorder()
+    with pytest.raises(ConfigurationError):
+        make_client(rec).send_input(SESSION, value)
+    assert rec.requests == []
+
+
+@pytest.mark.parametrize("timeout", [-1, True, "soon"])
+def test_a_bad_cell_timeout_is_refused_before_sending(make_client, timeout):
+    rec = Recorder()
+    client = make_client(rec)
+    target = getattr(client, "client", client)
+    with pytest.raises(ConfigurationError):
+        target.execute_stream(SESSION, "1", cell=wire.JupyterCell(timeout=timeout))
     assert rec.requests == []

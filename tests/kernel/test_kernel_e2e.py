@@ -629,3 +629,38 @@ def test_the_kernel_module_imports_without_the_http_client() -> None:
     code = "import sys, azure_sessions_kernel.kernel.kernel; print(sorted(m for m in ('httpx', 'h11', 'tqdm', 'azure_sessions_kernel.client._async') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.timeout(480)
+def test_a_cell_longer_than_azures_220_s_cap_completes_on_every_pool(jupyter_path: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Default settings, no %timeout: a 230 s cell ends ok on the local pool and on an Azure-strict one
+    (whose every execute call stays capped at 220 s). Both run at once, so the suite waits 230 s, not 460."""
+    cell = "import time\nbegan = time.time()\nwhile time.time() - began < 230:\n    print(round(time.time() - began), flush=True)\n    time.sleep(30)\n'finished'"
+    results: dict[str, Any] = {}
+
+    def run_on(mode: str) -> None:
+        pool = request.getfixturevalue("local_pool" if mode == "live" else "strict_pool")
+        ipython_dir = tmp_path / f"ipython-{mode}"
+        write_kernel_config(ipython_dir, endpoint=pool.endpoint, token=pool.token)
+        with environment(JUPYTER_PATH=str(jupyter_path), IPYTHONDIR=str(ipython_dir)):
+            km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(tmp_path))
+        try:
+            results[mode] = execute(kc, cell, timeout=300)
+        except BaseException as exc:  # reported by the main thread
+            results[mode] = exc
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=False)
+
+    request.getfixturevalue("local_pool"), request.getfixturevalue("strict_pool")  # started here, not in the threads
+    threads = [threading.Thread(target=run_on, args=(mode,)) for mode in ("live", "strict")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=400)
+    for mode in ("live", "strict"):
+        assert not isinstance(results.get(mode), BaseException), f"{mode}: {results.get(mode)!r}"
+        reply, outputs = results[mode]
+        assert reply["content"]["status"] == "ok", f"{mode}: {reply['content']}"
+        assert reply["at"] >= 230 and content(outputs, "execute_result")[0]["data"]["text/plain"] == "'finished'"
+        assert len(content(outputs, "stream")) >= 8, f"{mode}: the progress lines arrived while the cell ran"
