@@ -1014,7 +1014,7 @@ def render_jupyter_cell(cell: JupyterCell) -> dict[str, Any]:
         "silent": cell.silent,
         "storeHistory": cell.store_history,
         "userExpressions": dict(cell.user_expressions),
-        "allowStdin": cell.allow_stdin,
+        **({"allowStdin": True} if cell.allow_stdin else {}),
         **({} if cell.timeout is None else {"timeout": cell.timeout}),
     }
 

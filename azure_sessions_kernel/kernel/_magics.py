@@ -10,6 +10,7 @@ the code are refused, because running them out of order would surprise.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import html
@@ -145,6 +146,16 @@ def _report(verb: str, transfers: list[Transfer], arrow: Iterable[tuple[str, str
     else:
         total = sum(t.size or 0 for t in transfers)
         print(f"{verb} {len(pairs)} files ({format_size(total)}), e.g. {pairs[0][0]} -> {pairs[0][1]}")
+
+
+def _seconds_or_off(text: str) -> float | str:
+    """``%timeout``'s argument: a number of seconds, or ``off``."""
+    if text.strip().lower() in ("off", "none"):
+        return "off"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds or 'off', got {text!r}") from None
 
 
 @magics_class
@@ -298,7 +309,7 @@ class SessionMagics(Magics):
         print("\n".join(f"{k:<{width}}  {v}" for k, v in lines))
 
     @magic_arguments()
-    @argument("seconds", nargs="?", help="the new per-cell timeout in seconds (any positive number), or 'off' for none")
+    @argument("seconds", nargs="?", type=_seconds_or_off, help="the new per-cell timeout in seconds (any positive number), or 'off' for none")
     @line_magic
     def timeout(self, line: str) -> None:
         """Show or set how long a cell may run in the session before it is interrupted.
@@ -312,16 +323,14 @@ class SessionMagics(Magics):
             limit = self.kernel.execution_timeout
             print("Cells have no timeout." if limit is None else f"Cells may run for {limit:g} s.")
             return
-        if args.seconds.strip().lower() in ("off", "none"):
+        if args.seconds == "off":
             self.kernel.execution_timeout = None
             print("Cells now have no timeout.")
             return
         try:
-            self.kernel.execution_timeout = float(args.seconds)
-        except (ValueError, TraitError) as exc:
-            raise SessionMagicError(
-                f"%timeout takes a number of seconds (more than 0) or 'off', got {args.seconds!r}."
-            ) from exc
+            self.kernel.execution_timeout = args.seconds
+        except TraitError:
+            raise SessionMagicError(f"%timeout takes a number of seconds more than 0, or 'off'; got {args.seconds:g}.") from None
         print(f"Cells may now run for {self.kernel.execution_timeout:g} s.")
 
 

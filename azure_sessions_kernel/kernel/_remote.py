@@ -56,6 +56,10 @@ AskInput = Callable[[str, bool], Awaitable[str]]
 TIMEOUT_GRACE = 0.6
 #: Completion and inspection must not keep an editor waiting.
 INTROSPECTION_TIMEOUT = 5.0
+#: timeoutInSeconds of a completion/inspection execute call (Azure contract). Far longer than
+#: the kernel waits: a pool stops an overdue execution by interrupting it, and ends the whole
+#: session if that fails -- a slow first completion (jedi loading) must never cost the session.
+INTROSPECTION_CALL_TIMEOUT = 60
 #: Error codes with which a pool reports that the session is gone.
 _LOST_CODES = {"sessioncrashed", "sessiondeleted", "sessionnotfound", "sessionwithidentifiernotfound"}
 
@@ -634,7 +638,7 @@ class RemoteSession:
                 return await method(self.identifier, code, cursor_pos, *extra)
             if self._raw:
                 raise BackendError("no IPython in the session")
-            execution = await self.client.execute(self.identifier, snippet, timeout=INTROSPECTION_TIMEOUT)
+            execution = await self.client.execute(self.identifier, snippet, timeout=INTROSPECTION_CALL_TIMEOUT)
             return _calls.decode(execution.result)
 
         try:

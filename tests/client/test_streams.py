@@ -295,7 +295,7 @@ def test_a_cell_request_carries_its_options_and_the_etag_precondition(make_clien
 
     body = json.loads(rec.last.content)
     assert body["code"] == "x"
-    assert body["jupyter"] == {"executionCount": 7, "silent": False, "storeHistory": True, "userExpressions": {"n": "len(df)"}, "allowStdin": False}
+    assert body["jupyter"] == {"executionCount": 7, "silent": False, "storeHistory": True, "userExpressions": {"n": "len(df)"}}
     assert rec.last.headers["If-Match"] == '"e7a9"'
     assert events[-1].etag == "e7a9" and events[-1].reply == REPLY
 

@@ -465,7 +465,10 @@ def test_session_magic_before_any_cell_says_the_session_is_not_started(setup: Se
     try:
         reply, outputs = execute(kc, "%session", 60)
         text = outputs[0]["content"]["text"]
-        assert reply["content"]["status"] == "ok" and "not started yet" in text and "failed" not in text
+        # The kernel prepares its session right after starting: %session finds it not started yet, or
+        # already made by that warm-up; either way it is described, never an HTTP error.
+        assert reply["content"]["status"] == "ok" and "failed" not in text and "404" not in text
+        assert "not started yet" in text or "(created " in text
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)

@@ -13,10 +13,12 @@ import io
 import os
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from traitlets import Float, HasTraits, validate
 
 from azure_sessions_kernel.client import MAX_UPLOAD_BYTES, RemoteFile
 from azure_sessions_kernel.kernel._magics import (
@@ -30,6 +32,7 @@ from azure_sessions_kernel.kernel._magics import (
     plan_cell,
     show_magic_error,
 )
+from azure_sessions_kernel.kernel.kernel import AzureSessionsKernel
 from azure_sessions_kernel.kernel._transfers import TransferError, plan_download, plan_upload, remote_relative
 
 # -- cells ----------------------------------------------------------------------------------
@@ -77,6 +80,7 @@ def test_argument_parsing():
     assert (use.action, use.name) == ("use", "analysis")
     assert parse_argstring(SessionMagics.session, "").action is None
     assert parse_argstring(SessionMagics.timeout, "2.5").seconds == 2.5
+    assert parse_argstring(SessionMagics.timeout, "off").seconds == "off"
     with pytest.raises(UsageError):
         parse_argstring(SessionMagics.session, "explode")
     with pytest.raises(UsageError):
@@ -127,6 +131,17 @@ class MemoryPool:
         self.deleted.append(identifier)
 
 
+class KernelStub(HasTraits):
+    """The kernel's side of the magics, with the kernel's own timeout trait and its validation."""
+
+    execution_timeout = Float(None, allow_none=True)
+    _check_timeout = validate("execution_timeout")(AzureSessionsKernel._check_timeout.func)
+
+    def __init__(self, remote: Any, session_name: str) -> None:
+        super().__init__()
+        self.remote, self.session_name = remote, session_name
+
+
 @pytest.fixture
 def pool():
     return MemoryPool()
@@ -137,7 +152,7 @@ def shell(pool, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shell = InteractiveShell.instance()
     remote = types.SimpleNamespace(identifier="nb-test", sync_client=lambda: pool)
-    kernel = types.SimpleNamespace(remote=remote, execution_timeout=220.0, session_name="")
+    kernel = KernelStub(remote=remote, session_name="")
     shell.register_magics(SessionMagics(shell, kernel))
     shell.set_custom_exc(magic_errors() + (UsageError,), show_magic_error)
     shell.kernel_stub = kernel
@@ -197,8 +212,8 @@ def test_magic_errors_are_one_sentence(shell, capsys):
         assert shown[-1] == ["TransferError: There is no local file or directory 'missing.csv'."]
         result, _ = run(shell, "%download nothing.png", capsys)
         assert shown[-1] == ["TransferError: There is no /mnt/data/nothing.png in the session (see %files)."]
-        result, _ = run(shell, "%timeout 500", capsys)
-        assert not result.success and "at most 220 seconds" in shown[-1][0]
+        result, _ = run(shell, "%timeout -5", capsys)
+        assert not result.success and "more than 0" in shown[-1][0] and "'off'" in shown[-1][0]
         result, _ = run(shell, "%session use 'bad name!'", capsys)
         assert "is not a session name" in shown[-1][0]
         result, _ = run(shell, "%upload", capsys)
@@ -250,6 +265,10 @@ def test_timeout_sets_the_kernel_option(shell, capsys):
     result, out = run(shell, "%timeout 2.5", capsys)
     assert result.success and shell.kernel_stub.execution_timeout == 2.5
     assert "2.5 s" in out
+    result, out = run(shell, "%timeout 600", capsys)  # beyond Azure's 220 s per call: cells are not bound by it
+    assert result.success and shell.kernel_stub.execution_timeout == 600
+    result, out = run(shell, "%timeout off", capsys)
+    assert result.success and shell.kernel_stub.execution_timeout is None and "no timeout" in out
 
 
 def test_remote_paths_stay_in_the_data_folder():
