@@ -112,6 +112,15 @@ def poll_code(
     return f"{_HELPER}.poll({_b64(json.dumps(request))!r}) if {_PRESENT} else {HELPER_MISSING!r}"
 
 
+def comm_code(msg_id: str, msg_type: str, content: dict[str, Any], metadata: dict[str, Any], buffers: list[bytes], *, ack: int) -> str:
+    """Deliver a frontend's comm message to the session (:func:`_session_helper.comm`)."""
+    request = {
+        "id": msg_id, "msg_type": msg_type, "content": content, "metadata": metadata, "ack": ack,
+        "buffers": [base64.b64encode(bytes(b)).decode("ascii") for b in buffers],
+    }  # fmt: skip
+    return f"{_HELPER}.comm({_b64(json.dumps(request))!r}) if {_PRESENT} else {HELPER_MISSING!r}"
+
+
 def complete_code(code: str, cursor_pos: int) -> str:
     return f"{_HELPER}.complete({_b64(code)!r}, {int(cursor_pos)}) if {_PRESENT} else {HELPER_MISSING!r}"
 

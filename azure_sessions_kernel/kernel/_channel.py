@@ -51,8 +51,9 @@ CALL_TIMEOUT = 220
 #: ``call(code)`` runs one execute call and returns the helper's decoded answer
 #: (raising the remote session's errors); supplied by the remote session.
 Call = Callable[[str, bool], Awaitable[dict[str, Any]]]
-#: ``publish(msg_type, content, cell_id)``: relay one output of cell ``cell_id``.
-Publish = Callable[[str, dict[str, Any], "str | None"], None]
+#: ``publish(msg_type, content, owner, extra)``: relay one output of ``owner`` (a cell id, or
+#: a frontend comm message's id); ``extra`` holds a comm message's ``metadata`` and ``buffers``.
+Publish = Callable[[str, dict[str, Any], "str | None", dict[str, Any]], None]
 #: ``ask(prompt, password)``: the frontend's answer to ``input()``.
 AskInput = Callable[[str, bool], Awaitable[str]]
 
@@ -169,12 +170,28 @@ class Channel:
             answer = await self._call(poll, True)
             pending = None
 
+    async def deliver(self, msg_id: str, msg_type: str, content: dict[str, Any], metadata: dict[str, Any], buffers: list[bytes], publish: Publish) -> dict[str, Any] | None:
+        """A frontend's comm message to the session's comm manager; publishes what the handler produced.
+
+        One execute call, not repeated (a button click must not count twice).
+        Returns the ``comm_info_reply`` content for a ``comm_info_request``.
+        """
+        answer = await self._call(_calls.comm_code(msg_id, msg_type, content, metadata, buffers, ack=self.ack), False)
+        self._publish(answer, publish)
+        return answer.get("reply")
+
+    async def idle_poll(self, publish: Publish) -> None:
+        """Fetch what the session published between cells (threads, widget callbacks): one short call."""
+        answer = await self._call(_calls.poll_code("", ack=self.ack, wait=0, linger=0), True)
+        self._publish(answer, publish)
+
     def _publish(self, answer: dict[str, Any], publish: Publish) -> None:
         for name, text in answer.get("streams") or ():
-            publish("stream", {"name": name, "text": text}, None)
+            publish("stream", {"name": name, "text": text}, None, {})
         for output in answer.get("outputs") or ():
             seq = int(output.get("seq") or 0)
             if seq <= self.ack:
                 continue  # a repeated answer: already published
-            publish(str(output["msg_type"]), dict(output.get("content") or {}), output.get("cell"))
+            extra = {k: output[k] for k in ("metadata", "buffers") if k in output}
+            publish(str(output["msg_type"]), dict(output.get("content") or {}), output.get("cell"), extra)
             self.ack = seq

@@ -201,6 +201,8 @@ class RemoteSession:
         self._installing = asyncio.Lock()  # the warm-up and the first cell may both get here
         self._channel: Channel | None = None  # Azure contract: the long-poll channel to the prepared session
         self._cell_started = False  # the channel's running cell reached the session (for the lost-session message)
+        self._channel_lock = asyncio.Lock()  # one channel call at a time: cells, comm messages, light polls
+        self._comm_ids: set[str] = set()  # comms open in the prepared session
 
     # -- connection ---------------------------------------------------------------
 
@@ -316,6 +318,7 @@ class RemoteSession:
         self._prepared_session = None
         self._etag = None
         self._channel = None
+        self._comm_ids = set()
 
     @contextlib.contextmanager
     def _client_errors(self, *passed_on: type[Exception]) -> Iterator[None]:
@@ -479,23 +482,25 @@ class RemoteSession:
         deadline = None if timeout is None else loop.time() + timeout
         count = cell.execution_count
 
-        def publish(msg_type: str, content: dict[str, Any], owner: str | None) -> None:
+        def publish(msg_type: str, content: dict[str, Any], owner: str | None, extra: dict[str, Any]) -> None:
+            self._track_comms(msg_type, content)
             content = self._with_count(msg_type, content, count) if owner == cell_id else content
-            if owner in (cell_id, None):
+            if owner in (cell_id, None) and not extra:
                 hold(msg_type, content)
-            else:  # a thread of an earlier cell, still printing
+            else:  # a comm message, or output of an earlier cell's thread
                 hold.flush()
-                hold._emit(msg_type, content, owner)
+                hold._emit(msg_type, content, owner if owner is not None else cell_id, **extra)
 
         def notice(text: str) -> None:
             hold("stream", {"name": "stderr", "text": text + "\n"})
 
         self._cell_started = False
         try:
-            outcome = await self._channel.run(
-                cell_id, code, cell, allow_stdin=allow_stdin, deadline=deadline, publish=publish,
-                interrupted=interrupted, ask_input=ask_input, notice=notice,
-            )  # fmt: skip
+            async with self._channel_lock:
+                outcome = await self._channel.run(
+                    cell_id, code, cell, allow_stdin=allow_stdin, deadline=deadline, publish=publish,
+                    interrupted=interrupted, ask_input=ask_input, notice=notice,
+                )  # fmt: skip
         except ChannelInterrupted as stuck:
             at = f" (at {stuck.where})" if stuck.where else ""
             tail = (
@@ -553,6 +558,79 @@ class RemoteSession:
             except sessions_client.SessionsError as exc:  # a leftover file is harmless; the outputs are what matter
                 self.log.info("Could not delete %s from the session: %s", name, exc)
         return _calls.decode_answer(data.decode("utf-8"))
+
+    # -- comms (widgets) ----------------------------------------------------------------
+
+    def _track_comms(self, msg_type: str, content: Mapping[str, Any]) -> None:
+        comm_id = content.get("comm_id")
+        if msg_type == "comm_open" and isinstance(comm_id, str):
+            self._comm_ids.add(comm_id)
+        elif msg_type == "comm_close":
+            self._comm_ids.discard(comm_id)  # type: ignore[arg-type]
+
+    @property
+    def comms_open(self) -> bool:
+        """The session has comms (widgets) open: what it publishes between cells matters."""
+        return bool(self._comm_ids)
+
+    async def comm(self, msg_id: str, msg_type: str, content: dict[str, Any], metadata: dict[str, Any], buffers: list[bytes], emit: Emit) -> dict[str, Any] | None:
+        """Relay a frontend's ``comm_open``/``comm_msg``/``comm_close``/``comm_info_request`` to the session.
+
+        Called by the kernel's shell handlers for those messages. ``emit``
+        publishes what the session's handler produced (``cell_id`` is
+        ``msg_id``: the frontend's message is its parent). Returns the
+        ``comm_info_reply`` content for ``comm_info_request``. A message for a
+        comm of a session that ended raises :class:`SessionLostError`: the
+        widget's state is gone with it, and nothing is sent to the new session.
+        """
+        comm_id = content.get("comm_id")
+        if msg_type in ("comm_msg", "comm_close") and comm_id not in self._comm_ids:
+            raise SessionLostError(
+                "This widget belonged to a session that has ended (or was replaced), and its state went with it; "
+                "re-run the cell that created it."
+            )
+        await self.ensure_ready()
+
+        def publish(kind: str, body: dict[str, Any], owner: str | None, extra: dict[str, Any]) -> None:
+            self._track_comms(kind, body)
+            emit(kind, body, owner or msg_id, **extra)
+
+        if msg_type == "comm_open" and isinstance(comm_id, str):
+            self._comm_ids.add(comm_id)
+        async with self._channel_lock:
+            if self.native:
+                return await self._comm_native(msg_id, msg_type, content, metadata, buffers, publish)
+            if self._channel is None:
+                raise BackendError("This session has no IPython, so it has no comms (widgets).")
+            reply = await self._channel.deliver(msg_id, msg_type, content, metadata, buffers, publish)
+        if msg_type == "comm_close":
+            self._comm_ids.discard(comm_id)  # type: ignore[arg-type]
+        return reply
+
+    async def between_cells(self, emit: Emit) -> None:
+        """Fetch and publish what the session published since the last cell (a light poll).
+
+        Called by the kernel about once a second while comms are open and no
+        cell runs. Each output goes to the cell (or comm message) it belongs to.
+        """
+        if self.backend is None or self._prepared_session != self.identifier:
+            return
+
+        def publish(kind: str, body: dict[str, Any], owner: str | None, extra: dict[str, Any]) -> None:
+            self._track_comms(kind, body)
+            emit(kind, body, owner, **extra)
+
+        async with self._channel_lock:
+            if self.native:
+                await self._events_native(publish)
+            elif self._channel is not None:
+                await self._channel.idle_poll(publish)
+
+    async def _comm_native(self, msg_id: str, msg_type: str, content: dict[str, Any], metadata: dict[str, Any], buffers: list[bytes], publish: Any) -> dict[str, Any] | None:
+        raise BackendError("native comms: not yet")
+
+    async def _events_native(self, publish: Any) -> None:
+        raise BackendError("native comms: not yet")
 
     # -- native cells (local pool extensions) -------------------------------------------
 

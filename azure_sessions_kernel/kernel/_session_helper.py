@@ -133,13 +133,14 @@ class _Outbox:
     """
 
     def __init__(self):
-        self.entries = []  # [seq, cell id, msg_type, JSON content | stream [name, chunks]]
+        self.entries = []  # [seq, owner id, msg_type, JSON {"content", ...} | stream [name, chunks]]
         self.next_seq = 1
         self.handed = 0
         self.size = 0
         self.dropped = False
 
-    def add(self, cell_id, msg_type, content):
+    def add(self, cell_id, msg_type, content, extra=None):
+        """Queue one output; ``extra`` (comm messages): ``metadata`` and base64 ``buffers``."""
         with _cond:
             if msg_type == "stream":
                 name, text = content
@@ -150,7 +151,7 @@ class _Outbox:
                     return
                 body, size = [name, [text]], len(text)
             else:
-                body = _dumps(content)
+                body = _dumps(dict(extra or {}, content=content))
                 size = len(body)
             if self._room(size):
                 self.entries.append([self.next_seq, cell_id, msg_type, body])
@@ -186,13 +187,13 @@ class _Outbox:
             seq, cell_id, msg_type, body = entry
             if msg_type == "stream":
                 body[1][:] = ["".join(body[1])]
-                content = json.dumps({"name": body[0], "text": body[1][0]})
+                fields = '"content":' + json.dumps({"name": body[0], "text": body[1][0]})
             else:
-                content = body
-            if out and used + len(content) > budget:
+                fields = body[1:-1]
+            if out and used + len(fields) > budget:
                 break
-            out.append('{"seq":%d,"cell":%s,"msg_type":%s,"content":%s}' % (seq, json.dumps(cell_id), json.dumps(msg_type), content))
-            used += len(content)
+            out.append('{"seq":%d,"cell":%s,"msg_type":%s,%s}' % (seq, json.dumps(cell_id), json.dumps(msg_type), fields))
+            used += len(fields)
             self.handed = max(self.handed, seq)
         more = len(out) < len(self.entries)
         return out, more
@@ -218,20 +219,26 @@ def _running_or_last():
     return cell.id if cell is not None else None
 
 
-def _cell_here():
-    """The cell whose output this thread produces; None in the home thread."""
-    if threading.current_thread() is _home:
-        return None
-    return getattr(_local, "cell", None) or _state.running or _state.last
+def _owner():
+    """Whose output this thread produces: the frontend message a comm handler answers (home
+    thread), the worker's cell, or, for any other thread, the running or the last cell."""
+    owner = getattr(_local, "owner", None)
+    if owner is not None:
+        return owner
+    cell = getattr(_local, "cell", None) or _state.running or _state.last
+    return cell.id if cell is not None else None
 
 
 def _routed():
+    """Outputs of this thread go to the outbox: any thread but the home one (once a cell ran),
+    and the home thread while it runs a frontend's comm message."""
+    if getattr(_local, "owner", None) is not None:
+        return True
     return threading.current_thread() is not _home and _state.last is not None
 
 
-def _emit(msg_type, content):
-    cell = _cell_here()
-    _outbox.add(cell.id if cell is not None else None, msg_type, content)
+def _emit(msg_type, content, extra=None):
+    _outbox.add(_owner(), msg_type, content, extra)
 
 
 # --------------------------------------------------------------------------
@@ -617,6 +624,46 @@ def _route_stdin(shell):
                 setattr(kernel, name, routed(method, password))
 
 
+def _route_comms(shell):
+    """Comm messages the session publishes go to the outbox (nobody but the kernel hears its iopub)."""
+    try:
+        from ipykernel.comm.comm import BaseComm
+    except ImportError:  # not an ipykernel session: no comms to relay
+        return
+    if getattr(BaseComm.publish_msg, "_ask_routed", False):
+        return
+
+    from ipykernel.kernelbase import Kernel
+
+    def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
+        if self.kernel is None and Kernel.initialized():
+            self.kernel = Kernel.instance()  # ipywidgets sends only through comms that have a kernel
+        content = dict(data={} if data is None else data, comm_id=self.comm_id, **keys)
+        extra = {"metadata": metadata or {}}
+        if buffers:
+            extra["buffers"] = [base64.b64encode(bytes(b)).decode("ascii") for b in buffers]
+        _emit(msg_type, content, extra)
+
+    publish_msg._ask_routed = True
+    BaseComm.publish_msg = publish_msg
+    # ipywidgets' Output widget captures what is printed under the message its
+    # kernel says it is handling: that must be the notebook's cell (or the
+    # frontend's comm message), whose id the kernel publishes those outputs under.
+    kernel = getattr(shell, "kernel", None)
+    original = getattr(kernel, "get_parent", None)
+    if original is not None and not getattr(original, "_ask_routed", False):
+        def get_parent(channel=None):
+            if _routed():
+                owner = _owner()
+                if owner is not None:
+                    return {"header": {"msg_id": owner, "msg_type": "execute_request", "session": "", "username": "",
+                                       "date": "", "version": "5.3"}, "parent_header": {}, "metadata": {}, "content": {}}
+            return original(channel) if channel is not None else original()
+
+        get_parent._ask_routed = True
+        kernel.get_parent = get_parent
+
+
 def _sleep(seconds):
     cell = getattr(_local, "cell", None)
     if cell is None or threading.current_thread() is _home:
@@ -646,6 +693,7 @@ def _install():
     _route_displayhook(shell)
     _route_shell(shell)
     _route_stdin(shell)
+    _route_comms(shell)
     _time_module.sleep = _sleep
     _signal_module.signal = _signal
 
@@ -743,6 +791,44 @@ def poll(request_b64):
         if request.get("interrupt") and not cell.done:
             cell.interrupt()
     return _answer(cell, int(request.get("ack") or 0), float(request.get("wait", 1.0)), float(request.get("linger", 0.1)))
+
+
+def comm(request_b64):
+    """Hand a frontend's comm message to the session's comm manager; answer with what it produced.
+
+    ``request`` (base64 JSON): ``id`` (the frontend message's id: outputs of the
+    handler, and ipywidgets' Output captures, go under it), ``msg_type``
+    (``comm_open``, ``comm_msg``, ``comm_close`` or ``comm_info_request``),
+    ``content``, ``metadata``, ``buffers`` (base64) and ``ack``. The answer is a
+    poll answer; for ``comm_info_request`` its ``reply`` is the comm_info_reply
+    content.
+    """
+    import comm as comm_package
+
+    request = json.loads(_decode(request_b64))
+    msg_type = request["msg_type"]
+    msg = {
+        "header": {"msg_id": request["id"], "msg_type": msg_type, "session": "", "username": "", "date": "", "version": "5.3"},
+        "parent_header": {}, "metadata": request.get("metadata") or {}, "content": request.get("content") or {},
+        "buffers": [base64.b64decode(b) for b in request.get("buffers") or ()],
+    }  # fmt: skip
+    manager = comm_package.get_comm_manager()
+    reply = None
+    _local.owner = str(request["id"])
+    try:
+        if msg_type == "comm_info_request":
+            target = msg["content"].get("target_name")
+            comms = {k: {"target_name": v.target_name} for k, v in list(manager.comms.items()) if target is None or v.target_name == target}
+            reply = {"status": "ok", "comms": comms}
+        elif msg_type in ("comm_open", "comm_msg", "comm_close"):
+            getattr(manager, msg_type)(None, None, msg)
+        else:
+            raise ValueError("not a comm message: %r" % msg_type)
+    except Exception as exc:  # the handler's failure is the handler's output, as ipykernel logs it
+        _emit("stream", ("stderr", "Exception in %s handler: %s: %s\n" % (msg_type, type(exc).__name__, exc)))
+    finally:
+        _local.owner = None
+    return _answer(None, int(request.get("ack") or 0), 0, 0, {"reply": reply} if reply is not None else None)
 
 
 def _spill_if_large(answer_json):

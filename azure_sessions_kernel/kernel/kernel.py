@@ -18,6 +18,7 @@ can do there (stop the run on the local pool, stop waiting on Azure).
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import os
@@ -25,6 +26,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from textwrap import dedent
@@ -49,6 +51,12 @@ ENDPOINT_ENV = "AZURE_CONTAINER_APP_SESSION_POOL_MANAGEMENT_ENDPOINT"
 _MAGIC_AT_START = re.compile(r"\s*%(\w+)")
 #: Remote cells whose parent header is kept for output their threads print after they end.
 CELL_PARENTS_KEPT = 64
+#: While the session has comms (widgets) open and no cell runs, the kernel fetches what the
+#: session publishes (a thread moving a progress bar, a widget callback) this often: on Azure
+#: one short execute call per interval. It stops this long after the notebook's last cell or
+#: widget message, so an idle notebook lets its session reach its idle cooldown.
+BETWEEN_CELLS_EVERY = 1.0
+BETWEEN_CELLS_FOR = 300.0
 
 
 class AzureSessionsKernel(IPythonKernel):
@@ -201,6 +209,12 @@ class AzureSessionsKernel(IPythonKernel):
         #: The execute_request parent of recent remote cells, by cell id, for output
         #: a thread of a finished cell prints later (it goes to that cell).
         self._cell_parents: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        # Comm messages from the frontend go to the session's comms, not to this process's.
+        for msg_type in ("comm_open", "comm_msg", "comm_close"):
+            self.shell_handlers[msg_type] = self._relay_comm
+        self._cell_running = False
+        self._last_activity = time.monotonic()
+        self._between_cells: asyncio.Future[None] | None = None
         self._warming_up = False  # see start
         self.remote = RemoteSession(
             endpoint=self.endpoint,
@@ -311,11 +325,11 @@ class AzureSessionsKernel(IPythonKernel):
         interrupted = asyncio.Event()
         parent = self.get_parent("shell")
         cell_id = str(parent.get("header", {}).get("msg_id") or uuid.uuid4().hex)
-        self._cell_parents[cell_id] = parent
-        while len(self._cell_parents) > CELL_PARENTS_KEPT:
-            self._cell_parents.popitem(last=False)
+        self._remember_parent(cell_id, parent)
         # ipykernel sets this in its own do_execute, which remote cells bypass.
         self._allow_stdin = allow_stdin
+        self._cell_running = True
+        self._last_activity = time.monotonic()
         try:
             with self._sigint_sets(interrupted):
                 cell = await self.remote.run_cell(
@@ -336,6 +350,10 @@ class AzureSessionsKernel(IPythonKernel):
         except Exception as exc:  # a reply must always go out, or the notebook hangs
             self.log.exception("Running a cell in the session failed")
             return self._fail(BackendError.ename, f"The kernel failed while running the cell: {exc!r}", count)
+        finally:
+            self._cell_running = False
+            self._last_activity = time.monotonic()
+            self._watch_between_cells()
         reply: dict[str, Any] = {"status": cell.status, "execution_count": count}
         if cell.status != "ok":
             reply.update(ename=cell.ename, evalue=cell.evalue, traceback=cell.traceback)
@@ -366,13 +384,69 @@ class AzureSessionsKernel(IPythonKernel):
         reply.setdefault("user_expressions", {})
         return reply
 
-    def _publish(self, msg_type: str, content: dict[str, Any], cell_id: str | None = None) -> None:
-        """Publish a remote output; ``cell_id`` names the earlier cell it belongs to (a thread it started)."""
+    def _publish(
+        self, msg_type: str, content: dict[str, Any], cell_id: str | None = None, metadata: dict[str, Any] | None = None, buffers: list[str] | None = None
+    ) -> None:
+        """Publish a remote output under its own parent.
+
+        Called by the remote session for every output. ``cell_id`` names the
+        cell (or frontend comm message) it belongs to, which may be an earlier
+        one (a thread it started); ``metadata`` and base64 ``buffers`` come with
+        comm messages.
+        """
         parent = self._cell_parents.get(cell_id) if cell_id is not None else None
+        raw = [base64.b64decode(b) for b in buffers or ()]
         if parent is None:
-            self.send_response(self.iopub_socket, msg_type, content)
-        else:
-            self.session.send(self.iopub_socket, msg_type, content, parent, ident=self._topic(msg_type))
+            parent = self.get_parent("shell")
+        self.session.send(self.iopub_socket, msg_type, content, parent, ident=self._topic(msg_type), metadata=metadata, buffers=raw or None)
+
+    # -- comms (widgets): relayed to the session's comm manager ----------------------------------
+
+    async def _relay_comm(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        """Shell handler of ``comm_open``/``comm_msg``/``comm_close``: the session's comms answer them."""
+        header = parent["header"]
+        self._remember_parent(header["msg_id"], parent)
+        self._last_activity = time.monotonic()
+        try:
+            await self.remote.comm(
+                header["msg_id"], header["msg_type"], dict(parent.get("content") or {}), dict(parent.get("metadata") or {}),
+                list(parent.get("buffers") or ()), self._publish,
+            )  # fmt: skip
+        except KernelSessionError as exc:
+            self._publish("error", {"ename": exc.ename, "evalue": str(exc), "traceback": [f"{exc.ename}: {exc}"]}, header["msg_id"])
+        except Exception:  # a comm message has no reply to carry an error: log it, keep serving
+            self.log.warning("Relaying %s to the session failed", header["msg_type"], exc_info=True)
+        self._watch_between_cells()
+
+    async def comm_info_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:  # type: ignore[override]
+        """The session's comms (frontends rebuild widgets from them after a reload)."""
+        reply: dict[str, Any] | None = None
+        try:
+            reply = await self.remote.comm(parent["header"]["msg_id"], "comm_info_request", dict(parent.get("content") or {}), {}, [], self._publish)
+        except Exception as exc:
+            self.log.info("comm_info_request: the session's comms are unknown (%s)", exc)
+        self.session.send(stream, "comm_info_reply", reply or {"status": "ok", "comms": {}}, parent, ident)
+
+    def _remember_parent(self, msg_id: str, parent: dict[str, Any]) -> None:
+        self._cell_parents[msg_id] = parent
+        while len(self._cell_parents) > CELL_PARENTS_KEPT:
+            self._cell_parents.popitem(last=False)
+
+    def _watch_between_cells(self) -> None:
+        """While the session has comms open, fetch what it publishes between cells (a light poll)."""
+        if self.remote.comms_open and (self._between_cells is None or self._between_cells.done()):
+            self._between_cells = asyncio.ensure_future(self._poll_between_cells())
+
+    async def _poll_between_cells(self) -> None:
+        while self.remote.comms_open and time.monotonic() - self._last_activity < BETWEEN_CELLS_FOR:
+            await asyncio.sleep(BETWEEN_CELLS_EVERY)
+            if self._cell_running:
+                continue
+            try:
+                await self.remote.between_cells(self._publish)
+            except Exception as exc:  # the next cell reports a lost session; keep quiet here
+                self.log.info("Polling the session between cells failed: %s", exc)
+                return
 
     def _fail(self, ename: str, evalue: str, count: int, traceback: list[str] | None = None) -> dict[str, Any]:
         """Report a failure as IPython reports an exception: an ``error`` output and an error reply."""
