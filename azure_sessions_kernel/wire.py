@@ -206,6 +206,8 @@ class Routes:
     EXT_STREAM = ".local/executions/stream"
     EXT_INTERRUPT = ".local/executions/interrupt"
     EXT_INPUT = ".local/executions/input"
+    EXT_COMM = ".local/comm"
+    EXT_EVENTS = ".local/events"
     EXT_COMPLETE = ".local/complete"
     EXT_INSPECT = ".local/inspect"
 
@@ -966,6 +968,16 @@ def parse_metadata(body: Any) -> PoolMetadata:
 #     An ``If-Match: "<etag>"`` header runs the code only in that session: when
 #     the identifier has no session, or a newer one, the answer is 404
 #     ``SessionWithIdentifierNotFound`` and nothing runs.
+# ``POST .local/comm?identifier=`` ``{"msgId", "msgType", "content", "metadata", "buffers"}`` (``comms``)
+#     A frontend's ``comm_open``/``comm_msg``/``comm_close``/``comm_info_request``
+#     to the session kernel, sent with the frontend's msg_id; answers
+#     ``{"outputs": [...], "reply": {...}|null}``: what the kernel published
+#     under that message (comm messages, streams, displays) until it was idle.
+# ``POST .local/events?identifier=`` ``{"after": N, "wait": seconds}`` (``comms``)
+#     What the session published outside its cells (a thread, a widget
+#     callback), numbered; waits up to ``wait`` s (at most 10) for some.
+#     Answers ``{"events": [{"seq", "msgType", "content", "metadata",
+#     "buffers", "parentMsgId"}], "next": N}``; events up to ``after`` are dropped.
 # ``POST .local/executions/input?identifier=`` ``{"value": "..."}``
 #     The answer to the running cell's pending ``input_request``; 204, 409 when
 #     no cell of the session waits for input.
@@ -984,6 +996,9 @@ MAX_INPUT_BYTES = 1 << 20
 
 #: The iopub message types the stream extension forwards.
 STREAM_MSG_TYPES = frozenset({"stream", "display_data", "update_display_data", "clear_output", "execute_result", "error"})
+#: Comm (widget) messages, which the ``comms`` extension relays too, with their
+#: ``metadata`` and binary ``buffers`` (base64 in JSON).
+COMM_MSG_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1005,6 +1020,9 @@ class JupyterCell:
     user_expressions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     allow_stdin: bool = False
     timeout: float | None = None
+    #: The notebook's execute_request msg_id: the session kernel runs the cell
+    #: under it, so what it publishes later (a widget, a thread) names that cell.
+    msg_id: str | None = None
 
 
 def render_jupyter_cell(cell: JupyterCell) -> dict[str, Any]:
@@ -1016,6 +1034,7 @@ def render_jupyter_cell(cell: JupyterCell) -> dict[str, Any]:
         "userExpressions": dict(cell.user_expressions),
         **({"allowStdin": True} if cell.allow_stdin else {}),
         **({} if cell.timeout is None else {"timeout": cell.timeout}),
+        **({} if cell.msg_id is None else {"msgId": cell.msg_id}),
     }
 
 
@@ -1042,9 +1061,65 @@ def parse_jupyter_cell(body: Any) -> JupyterCell | None:
             user_expressions=dict(exprs),
             allow_stdin=_bool_field(_get_ci(raw, "allowStdin"), "jupyter.allowStdin"),
             timeout=None if timeout is None else float(timeout),
+            msg_id=_msg_id(_get_ci(raw, "msgId")),
         )
     except ContractError as exc:
         raise ContractError(exc.message, code="SessionRequestValidationFailed") from None
+
+
+def _msg_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 256 or not value.isprintable():
+        raise ContractError("'msgId' must be a printable string of 1 to 256 characters.", code="SessionRequestValidationFailed")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class CommMessage:
+    """A frontend's comm message for the session kernel (the ``comms`` extension)."""
+
+    msg_id: str
+    msg_type: str
+    content: Mapping[str, Any]
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    buffers: tuple[bytes, ...] = ()
+
+
+#: Comm messages a frontend may send (``comm_info_request`` is answered with a reply).
+FRONTEND_COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close", "comm_info_request"})
+
+
+def render_comm_message(msg: CommMessage) -> dict[str, Any]:
+    return {
+        "msgId": msg.msg_id, "msgType": msg.msg_type, "content": dict(msg.content), "metadata": dict(msg.metadata),
+        "buffers": [base64.b64encode(b).decode("ascii") for b in msg.buffers],
+    }  # fmt: skip
+
+
+def parse_comm_message(body: Any) -> CommMessage:
+    """A ``.local/comm`` body, checked (400 ``SessionRequestValidationFailed`` otherwise)."""
+    def bad(why: str) -> ContractError:
+        return ContractError(f"Invalid comm message: {why}.", code="SessionRequestValidationFailed")
+
+    if not isinstance(body, Mapping):
+        raise bad("the body must be a JSON object")
+    msg_type = body.get("msgType")
+    if msg_type not in FRONTEND_COMM_TYPES:
+        raise bad(f"'msgType' must be one of {', '.join(sorted(FRONTEND_COMM_TYPES))}")
+    content, metadata, buffers = body.get("content"), body.get("metadata") or {}, body.get("buffers") or []
+    if not isinstance(content, Mapping) or not isinstance(metadata, Mapping) or not isinstance(buffers, list):
+        raise bad("'content' and 'metadata' must be objects and 'buffers' a list")
+    if msg_type != "comm_info_request" and not isinstance(content.get("comm_id"), str):
+        raise bad("'content.comm_id' must be a string")
+    try:
+        raw = tuple(base64.b64decode(b, validate=True) for b in buffers)
+    except (TypeError, ValueError, binascii.Error):
+        raise bad("'buffers' must be base64 strings") from None
+    msg_id = _msg_id(body.get("msgId"))
+    if msg_id is None:
+        raise bad("'msgId' is required")
+    return CommMessage(msg_id, msg_type, dict(content), dict(metadata), raw)
 
 
 #: The ``execute_reply`` fields a ``jupyter-cells`` done line carries as ``"reply"``.

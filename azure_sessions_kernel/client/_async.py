@@ -213,6 +213,14 @@ class AsyncSessionsClient(ClientBase):
 
         return events()
 
+    async def comm(self, identifier: str, msg: wire.CommMessage) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """See :meth:`SessionsClient.comm`."""
+        return await self._run(self._op_comm(identifier, msg))
+
+    async def events(self, identifier: str, *, after: int = 0, wait: float = 0.0) -> tuple[list[dict[str, Any]], int]:
+        """See :meth:`SessionsClient.events`."""
+        return await self._run(self._op_events(identifier, after, wait))
+
     async def send_input(self, identifier: str, value: str) -> None:
         """See :meth:`SessionsClient.send_input`."""
         await self._run(self._op_send_input(identifier, value))

@@ -606,6 +606,25 @@ class ClientBase(abc.ABC):
         call = Call("POST", wire.Routes.EXT_INPUT, self._identifier(identifier), json={"value": value}, replay=Replay.CONNECT_ONLY, extension=True)
         yield from self._exchange(call)
 
+    def _op_comm(self, identifier: str, msg: wire.CommMessage) -> Operation[tuple[list[dict[str, Any]], dict[str, Any] | None]]:
+        if not isinstance(msg, wire.CommMessage):
+            raise ConfigurationError(f"msg must be a CommMessage, got {type(msg).__name__}.")
+        call = Call("POST", wire.Routes.EXT_COMM, self._identifier(identifier), json=wire.render_comm_message(msg), replay=Replay.CONNECT_ONLY, extension=True)
+        body = self._json((yield from self._exchange(call)), call)
+        if not isinstance(body, dict) or not isinstance(body.get("outputs"), list) or not isinstance(body.get("reply"), (dict, type(None))):
+            raise ResponseFormatError(f"{call.label}: expected {{'outputs': [...], 'reply': ...}}.")
+        return [_checked_event(e, call) for e in body["outputs"]], body["reply"]
+
+    def _op_events(self, identifier: str, after: int, wait: float) -> Operation[tuple[list[dict[str, Any]], int]]:
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0 or not 0 <= wait <= 10:
+            raise ConfigurationError("after must be an event number >= 0 and wait 0 to 10 seconds.")
+        call = Call("POST", wire.Routes.EXT_EVENTS, self._identifier(identifier), json={"after": after, "wait": wait}, extension=True,
+                    timeout=self._timeouts.http(read=self._timeouts.read + wait))
+        body = self._json((yield from self._exchange(call)), call)
+        if not isinstance(body, dict) or not isinstance(body.get("events"), list) or not isinstance(body.get("next"), int):
+            raise ResponseFormatError(f"{call.label}: expected {{'events': [...], 'next': N}}.")
+        return [_checked_event(e, call) for e in body["events"]], body["next"]
+
     def _op_interrupt(self, identifier: str) -> Operation[None]:
         call = Call("POST", wire.Routes.EXT_INTERRUPT, self._identifier(identifier), replay=Replay.CONNECT_ONLY, extension=True)
         yield from self._exchange(call)
@@ -628,6 +647,17 @@ class ClientBase(abc.ABC):
 
     def _decoder(self) -> NdjsonDecoder:
         return NdjsonDecoder(self._version)
+
+
+def _checked_event(event: Any, call: Call) -> dict[str, Any]:
+    """An output of the comms extension: ``msgType``, ``content``, ``metadata``, ``buffers`` (base64), ``parentMsgId``."""
+    ok = (
+        isinstance(event, dict) and isinstance(event.get("msgType"), str) and isinstance(event.get("content"), dict)
+        and isinstance(event.get("metadata", {}), dict) and isinstance(event.get("buffers", []), list)
+    )  # fmt: skip
+    if not ok:
+        raise ResponseFormatError(f"{call.label}: a malformed event: {str(event)[:200]}.")
+    return event
 
 
 class Sink:

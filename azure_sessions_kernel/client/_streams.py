@@ -177,6 +177,9 @@ class StreamEvent:
     type: str
     msg_type: str | None = None
     content: Mapping[str, Any] | None = None
+    #: A comm message's metadata and binary buffers (base64), as the session sent them.
+    metadata: Mapping[str, Any] | None = None
+    buffers: tuple[str, ...] = ()
     execution: wire.Execution | None = None
     status: str | None = None
     etag: str | None = None
@@ -229,7 +232,10 @@ class NdjsonDecoder:
             content = obj.get("content")
             if not isinstance(obj.get("msg_type"), str) or not isinstance(content, Mapping):
                 raise ResponseFormatError(f"An {kind} line of the execution stream lacks 'msg_type' or 'content'.")
-            return StreamEvent(kind, msg_type=obj["msg_type"], content=content)
+            metadata, buffers = obj.get("metadata"), obj.get("buffers") or []
+            if (metadata is not None and not isinstance(metadata, Mapping)) or not isinstance(buffers, list) or not all(isinstance(b, str) for b in buffers):
+                raise ResponseFormatError(f"An {kind} line of the execution stream has a malformed 'metadata' or 'buffers'.")
+            return StreamEvent(kind, msg_type=obj["msg_type"], content=content, metadata=metadata, buffers=tuple(buffers))
         if kind == "done":
             execution = obj.get("execution")
             try:

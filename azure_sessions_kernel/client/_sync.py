@@ -235,6 +235,24 @@ class SessionsClient(ClientBase):
 
         return events()
 
+    def comm(self, identifier: str, msg: wire.CommMessage) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """Deliver a frontend's comm message to the session's kernel (local pool, ``comms`` extension).
+
+        Returns what the kernel published under the message until it was idle
+        (each a dict with ``msgType``, ``content``, ``metadata``, base64
+        ``buffers``) and, for ``comm_info_request``, the reply content.
+        """
+        return self._run(self._op_comm(identifier, msg))
+
+    def events(self, identifier: str, *, after: int = 0, wait: float = 0.0) -> tuple[list[dict[str, Any]], int]:
+        """What the session published outside its cells since event ``after`` (``comms`` extension).
+
+        Waits up to ``wait`` seconds (at most 10) when there is nothing yet;
+        returns the events (as :meth:`comm` gives outputs, plus ``seq`` and
+        ``parentMsgId``) and the last event number, the next call's ``after``.
+        """
+        return self._run(self._op_events(identifier, after, wait))
+
     def send_input(self, identifier: str, value: str) -> None:
         """Answer the ``input()`` a streamed cell waits in (local pool, ``stdin`` extension).
 

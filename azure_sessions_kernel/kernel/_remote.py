@@ -38,7 +38,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..wire import Execution, JupyterCell
+from ..wire import COMM_MSG_TYPES, Execution, JupyterCell
 from ._lazy import client as sessions_client
 
 if TYPE_CHECKING:
@@ -203,6 +203,7 @@ class RemoteSession:
         self._cell_started = False  # the channel's running cell reached the session (for the lost-session message)
         self._channel_lock = asyncio.Lock()  # one channel call at a time: cells, comm messages, light polls
         self._comm_ids: set[str] = set()  # comms open in the prepared session
+        self._events_after = 0  # native: the last event of the session's events route we published
 
     # -- connection ---------------------------------------------------------------
 
@@ -319,6 +320,7 @@ class RemoteSession:
         self._etag = None
         self._channel = None
         self._comm_ids = set()
+        self._events_after = 0
 
     @contextlib.contextmanager
     def _client_errors(self, *passed_on: type[Exception]) -> Iterator[None]:
@@ -391,7 +393,7 @@ class RemoteSession:
                 return await self._supervise(self._run_raw(code, execution_count, timeout, hold), timeout, interrupted, hold)
             if self.native:
                 stdin = allow_stdin and ask_input is not None and self.has("stdin")
-                native = dataclasses.replace(cell, allow_stdin=stdin, timeout=timeout or 0)
+                native = dataclasses.replace(cell, allow_stdin=stdin, timeout=timeout or 0, msg_id=cell_id)
                 return await self._supervise(self._run_native(code, native, hold, ask_input), timeout, interrupted, hold)
             return await self._run_polled(code, cell, cell_id, timeout, hold, interrupted, allow_stdin and ask_input is not None, ask_input)
         finally:
@@ -626,11 +628,33 @@ class RemoteSession:
             elif self._channel is not None:
                 await self._channel.idle_poll(publish)
 
-    async def _comm_native(self, msg_id: str, msg_type: str, content: dict[str, Any], metadata: dict[str, Any], buffers: list[bytes], publish: Any) -> dict[str, Any] | None:
-        raise BackendError("native comms: not yet")
+    async def _comm_native(
+        self, msg_id: str, msg_type: str, content: dict[str, Any], metadata: dict[str, Any], buffers: list[bytes], publish: Any
+    ) -> dict[str, Any] | None:
+        """A frontend comm message through the local pool's ``comms`` extension."""
+        if not self.has("comms"):
+            raise BackendError("This pool relays no comm messages (it lacks the 'comms' extension); widgets cannot work here.")
+        msg = sessions_client.CommMessage(msg_id, msg_type, content, metadata, tuple(bytes(b) for b in buffers))
+        with self._client_errors():
+            outputs, reply = await self.client.comm(self.identifier, msg)
+        for output in outputs:
+            self._publish_event(output, publish, msg_id)
+        return reply
 
     async def _events_native(self, publish: Any) -> None:
-        raise BackendError("native comms: not yet")
+        """What the session published outside its cells, through the ``comms`` extension's events route."""
+        if not self.has("comms"):
+            return
+        with self._client_errors():
+            events, last = await self.client.events(self.identifier, after=self._events_after, wait=0)
+        for event in events:
+            self._publish_event(event, publish, None)
+        self._events_after = max(self._events_after, last)
+
+    @staticmethod
+    def _publish_event(event: Mapping[str, Any], publish: Any, owner: str | None) -> None:
+        extra = {"metadata": event.get("metadata") or {}, "buffers": list(event.get("buffers") or ())}
+        publish(str(event["msgType"]), dict(event["content"]), event.get("parentMsgId") or owner, extra)
 
     # -- native cells (local pool extensions) -------------------------------------------
 
@@ -641,6 +665,10 @@ class RemoteSession:
                 async for event in self.client.execute_stream(self.identifier, code, cell=cell, session_etag=self._etag):
                     if event.done:  # the last event; reading on lets the stream close itself
                         done = event
+                    elif event.type == "iopub" and event.msg_type in COMM_MSG_TYPES:
+                        self._track_comms(event.msg_type, event.content or {})
+                        hold.flush()
+                        hold._emit(event.msg_type, dict(event.content or {}), cell.msg_id, metadata=dict(event.metadata or {}), buffers=list(event.buffers))
                     elif event.type == "iopub" and event.msg_type:
                         hold(event.msg_type, self._with_count(event.msg_type, dict(event.content or {}), cell.execution_count))
                     elif event.type == "stdin" and event.msg_type == "input_request" and ask_input is not None:

@@ -386,9 +386,9 @@ def create_app(
             s = matching_session(request, v, if_match) if if_match is not None else await session_of(request, v)
             events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
-            def relay(msg_type: str, content: dict[str, Any]) -> None:
+            def relay(msg_type: str, content: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
                 kind = "stdin" if msg_type == "input_request" else "iopub"
-                events.put_nowait({"type": kind, "msg_type": msg_type, "content": content})
+                events.put_nowait({"type": kind, "msg_type": msg_type, "content": content, **(extra or {})})
 
             async def run() -> None:
                 try:
@@ -447,6 +447,27 @@ def create_app(
                 )
             await manager.send_input(existing_session(request, v), value)
             return Response(status_code=204)
+
+        @app.post("/.local/comm", tags=["local extensions"], summary="A frontend's comm message to the session (comms)")
+        async def comm_message(request: Request) -> Response:
+            v = version_of(request)
+            msg = wire.parse_comm_message(await json_body(request))
+            outputs, reply = await manager.comm(existing_session(request, v), msg)
+            return JSONResponse({"outputs": outputs, "reply": reply})
+
+        @app.post("/.local/events", tags=["local extensions"], summary="What the session published outside its cells (comms)")
+        async def session_events(request: Request) -> Response:
+            v = version_of(request)
+            body = await json_body(request)
+            after, wait = (body.get("after", 0), body.get("wait", 0)) if isinstance(body, dict) else (None, None)
+            if isinstance(after, bool) or not isinstance(after, int) or after < 0 or isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 10:
+                raise wire.ContractError("The body must be {\"after\": <event number >= 0>, \"wait\": <0 to 10 seconds>}.", code="SessionRequestValidationFailed")
+            identifier = identifier_of(request, v)
+            s = manager.find(identifier)
+            if s is None:
+                raise no_such_session(identifier)
+            listed, last = await manager.events(s, after, float(wait))
+            return JSONResponse({"events": listed, "next": last})
 
         async def introspect(request: Request, msg_type: str) -> Response:
             v = version_of(request)

@@ -31,7 +31,7 @@ from .sessions import PoolConfig, SessionManager
 
 log = logging.getLogger("azure_sessions_kernel.pool")
 
-EXTENSIONS = ("stream", "jupyter-cells", "stdin", "interrupt", "complete", "inspect")
+EXTENSIONS = ("stream", "jupyter-cells", "stdin", "comms", "interrupt", "complete", "inspect")
 #: What ``--preload`` imports by default: the code-interpreter staples.
 DEFAULT_PRELOAD = ("numpy", "pandas", "matplotlib.pyplot")
 
@@ -219,7 +219,8 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    config = PoolConfig(max_sessions=args.max_sessions, ready_sessions=args.ready_sessions, cooldown=args.cooldown, preload=args.preload)
+    config = PoolConfig(max_sessions=args.max_sessions, ready_sessions=args.ready_sessions, cooldown=args.cooldown, preload=args.preload,
+                        keep_events=not args.azure_strict)
     manager = SessionManager(launcher, config)
     token = args.token or secrets.token_urlsafe(32)
     runtime_dir_path = runtime_dir()

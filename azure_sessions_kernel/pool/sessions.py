@@ -22,6 +22,8 @@ import queue
 import re
 import time
 import uuid
+import base64
+import collections
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,6 +42,11 @@ EventSink = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 
 #: Messages a session's iopub may queue in the server before the kernel's sends are dropped.
 IOPUB_HWM = 64
+#: Events kept per session for the events route (count and bytes of content); past them new ones are dropped.
+EVENTS_KEPT = 2000
+EVENTS_BYTES = 16 << 20
+#: Longest a frontend's comm message may keep the session's kernel busy before the route answers.
+COMM_TIMEOUT = 60.0
 #: After the execute_reply, how long to wait for the final 'idle' before concluding it was dropped.
 IDLE_AFTER_REPLY = 5.0
 
@@ -83,6 +90,9 @@ class PoolConfig:
     #: a kernel start takes a core for ~0.7 s, which on a small machine would
     #: otherwise compete with the claiming session's first cell.
     refill_delay: float = 0.3
+    #: Keep what sessions publish outside requests for the events route (``comms``
+    #: extension); off in Azure-strict mode, which has no such route.
+    keep_events: bool = True
 
 
 @dataclasses.dataclass
@@ -97,8 +107,9 @@ class _Collected:
 class PoolSession:
     """One identifier's session: a sandbox, its kernel client and its history."""
 
-    def __init__(self, identifier: str, sandbox: Sandbox, kc: AsyncKernelClient) -> None:
+    def __init__(self, identifier: str, sandbox: Sandbox, kc: AsyncKernelClient, keep_events: bool = True) -> None:
         self.identifier = identifier
+        self.keep_events = keep_events
         self.sandbox = sandbox
         self.kc = kc
         self.etag = uuid.uuid4().hex
@@ -112,8 +123,14 @@ class PoolSession:
         self.waiting_input = False
         self.executions: OrderedDict[str, wire.Execution] = OrderedDict()
         self.closed = False
-        #: Reads and drops iopub messages while no execution runs (see SessionManager._drain).
+        #: Reads iopub while no execution runs (see SessionManager._drain).
         self.drain_task: asyncio.Task[None] | None = None
+        #: What the kernel published outside the request that caused it (a thread, a widget
+        #: callback): kept, numbered, for the ``comms`` extension's events route.
+        self.events: collections.deque[dict[str, Any]] = collections.deque()
+        self.events_next = 1
+        self.events_size = 0
+        self.events_changed = asyncio.Event()
 
     def touch(self) -> None:
         self.last_accessed_at = time.time()
@@ -337,7 +354,7 @@ class SessionManager:
         self._creating[identifier] = future
         try:
             sandbox, kc = await self._claim_sandbox()
-            s = PoolSession(identifier, sandbox, kc)
+            s = PoolSession(identifier, sandbox, kc, self.config.keep_events)
             self.sessions[identifier] = s
             self._start_drain(s)
             future.set_result(s)
@@ -400,7 +417,64 @@ class SessionManager:
     async def _drain(s: PoolSession) -> None:
         while not s.closed:
             with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
-                await s.kc.get_iopub_msg(timeout=1.0)
+                _keep_event(s, await s.kc.get_iopub_msg(timeout=1.0))
+
+    async def events(self, s: PoolSession, after: int, wait: float) -> tuple[list[dict[str, Any]], int]:
+        """What the session published outside requests, after event ``after``; waits up to ``wait`` s.
+
+        Events up to ``after`` are forgotten (the caller has them). Does not
+        take the session lock and does not count as activity for the idle cooldown.
+        """
+        while s.events and s.events[0]["seq"] <= after:
+            s.events_size -= s.events.popleft()["size"]
+        if not s.events and wait > 0:
+            s.events_changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(s.events_changed.wait(), wait)
+        return [{k: v for k, v in e.items() if k != "size"} for e in s.events if e["seq"] > after], s.events_next - 1
+
+    async def comm(self, s: PoolSession, msg: wire.CommMessage) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """Deliver a frontend's comm message to the session's kernel, under the frontend's msg_id.
+
+        Returns what the kernel published under it until it was idle (comm
+        messages, streams, displays; each as an event without ``seq``) and, for
+        ``comm_info_request``, the reply content. Runs under the session lock,
+        like an execution: the kernel handles one request at a time.
+        """
+        outputs: list[dict[str, Any]] = []
+        reply: dict[str, Any] | None = None
+        async with s.lock:
+            s.touch()
+            await self._stop_drain(s)
+            try:
+                kc = s.kc
+                request = kc.session.msg(msg.msg_type, dict(msg.content), metadata=dict(msg.metadata))
+                request["header"]["msg_id"] = request["msg_id"] = msg.msg_id
+                request["buffers"] = list(msg.buffers)
+                kc.shell_channel.send(request)
+                wants_reply = msg.msg_type == "comm_info_request"
+                idle = False
+                deadline = time.monotonic() + COMM_TIMEOUT
+                while (not idle or (wants_reply and reply is None)) and time.monotonic() < deadline:
+                    if s.closed or not s.sandbox.is_alive():
+                        raise PoolError("The session ended while it handled the comm message.", code="SessionWithIdentifierNotFound", status=404)
+                    with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
+                        m = await kc.get_iopub_msg(timeout=0.05)
+                        if m.get("parent_header", {}).get("msg_id") != msg.msg_id:
+                            _keep_event(s, m)
+                        elif m["header"]["msg_type"] == "status":
+                            idle = m["content"].get("execution_state") == "idle"
+                        elif m["header"]["msg_type"] in wire.STREAM_MSG_TYPES | wire.COMM_MSG_TYPES:
+                            outputs.append(_event_of(m))
+                    if wants_reply and reply is None:
+                        with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
+                            r = await kc.get_shell_msg(timeout=0)
+                            if r.get("parent_header", {}).get("msg_id") == msg.msg_id:
+                                reply = dict(r["content"])
+            finally:
+                s.touch()
+                self._start_drain(s)
+        return outputs, reply
 
     # ------------------------------------------------------------------ executions
 
@@ -492,6 +566,9 @@ class SessionManager:
         options: dict[str, Any] = {"jupyter_format": req.return_jupyter_format}
         if cell is not None:
             options.update(execution_count=cell.execution_count, result=False)
+        if cell is not None and cell.msg_id:
+            # The notebook's own id: what the session publishes later names this cell.
+            msg["header"]["msg_id"] = msg["msg_id"] = cell.msg_id
         msg["metadata"]["azure_sessions"] = options
         kc.shell_channel.send(msg)
         msg_id = msg["header"]["msg_id"]
@@ -539,6 +616,13 @@ class SessionManager:
                                 r = on_event(mt, m["content"])
                                 if asyncio.iscoroutine(r):
                                     await r
+                        elif mt in wire.COMM_MSG_TYPES and on_event is not None and cell is not None:
+                            event = _event_of(m)
+                            r = on_event(mt, m["content"], {"metadata": event["metadata"], "buffers": event["buffers"]})
+                            if asyncio.iscoroutine(r):
+                                await r
+                    else:  # an earlier cell's thread, a widget: the events route hands it out
+                        _keep_event(s, m)
             if as_cell.allow_stdin and on_event is not None and not idle:
                 with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
                     m = await kc.get_stdin_msg(timeout=0)
@@ -726,3 +810,29 @@ class _SessionGone(Exception):
 def _short(identifier: str) -> str:
     # Identifiers are secrets (reference §7): log only a prefix.
     return identifier[:6] + "…" if len(identifier) > 6 else identifier
+
+
+def _event_of(m: dict[str, Any]) -> dict[str, Any]:
+    """An iopub message as the comms extension hands it out (buffers base64)."""
+    return {
+        "msgType": m["header"]["msg_type"],
+        "content": m["content"],
+        "metadata": m.get("metadata") or {},
+        "buffers": [base64.b64encode(bytes(b)).decode("ascii") for b in m.get("buffers") or ()],
+        "parentMsgId": (m.get("parent_header") or {}).get("msg_id"),
+    }
+
+
+def _keep_event(s: PoolSession, m: dict[str, Any]) -> None:
+    """Keep an output the session published outside a request (bounded); drop everything else."""
+    if not s.keep_events or m["header"]["msg_type"] not in wire.STREAM_MSG_TYPES | wire.COMM_MSG_TYPES:
+        return
+    event = _event_of(m)
+    size = len(str(event["content"])) + sum(len(b) for b in event["buffers"])
+    if len(s.events) >= EVENTS_KEPT or s.events_size + size > EVENTS_BYTES:
+        return
+    event["seq"], event["size"] = s.events_next, size
+    s.events_next += 1
+    s.events_size += size
+    s.events.append(event)
+    s.events_changed.set()
