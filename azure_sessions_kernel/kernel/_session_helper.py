@@ -647,21 +647,39 @@ def _route_comms(shell):
     publish_msg._ask_routed = True
     BaseComm.publish_msg = publish_msg
     # ipywidgets' Output widget captures what is printed under the message its
-    # kernel says it is handling: that must be the notebook's cell (or the
-    # frontend's comm message), whose id the kernel publishes those outputs under.
-    kernel = getattr(shell, "kernel", None)
-    original = getattr(kernel, "get_parent", None)
-    if original is not None and not getattr(original, "_ask_routed", False):
-        def get_parent(channel=None):
-            if _routed():
-                owner = _owner()
-                if owner is not None:
-                    return {"header": {"msg_id": owner, "msg_type": "execute_request", "session": "", "username": "",
-                                       "date": "", "version": "5.3"}, "parent_header": {}, "metadata": {}, "content": {}}
-            return original(channel) if channel is not None else original()
+    # kernel (or shell) says it is handling: that must be the notebook's cell
+    # (or the frontend's comm message), whose id the kernel publishes those
+    # outputs under. It also *sets* the shell's parent: in a routed thread that
+    # must not touch the home thread's, which carries the session's own answers.
+    def routed_parent(original):
+        def get_parent(*args, **kwargs):
+            owner = _owner() if _routed() else None
+            if owner is not None:
+                return {"header": {"msg_id": owner, "msg_type": "execute_request", "session": "", "username": "",
+                                   "date": "", "version": "5.3"}, "parent_header": {}, "metadata": {}, "content": {}}
+            return original(*args, **kwargs)
 
         get_parent._ask_routed = True
-        kernel.get_parent = get_parent
+        return get_parent
+
+    def routed_set_parent(original):
+        def set_parent(*args, **kwargs):
+            if not _routed():
+                return original(*args, **kwargs)
+            return None
+
+        set_parent._ask_routed = True
+        return set_parent
+
+    for obj in (shell, getattr(shell, "kernel", None)):
+        if obj is None:
+            continue
+        getter = getattr(obj, "get_parent", None)
+        if getter is not None and not getattr(getter, "_ask_routed", False):
+            obj.get_parent = routed_parent(getter)
+    setter = getattr(shell, "set_parent", None)
+    if setter is not None and not getattr(setter, "_ask_routed", False):
+        shell.set_parent = routed_set_parent(setter)
 
 
 def _sleep(seconds):

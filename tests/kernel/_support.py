@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import re
 import struct
 import time
 import zlib
@@ -108,3 +110,32 @@ def png_info(data: bytes) -> tuple[int, int, int]:
     assert len(raw) == height * stride, "image data does not match the header"
     rows = {raw[i * stride : (i + 1) * stride] for i in range(height)}
     return width, height, len(rows)
+
+
+@dataclasses.dataclass
+class Setup:
+    mode: str  # "live" or "strict"
+    pool: Any
+    workdir: Path
+
+    @property
+    def live(self) -> bool:
+        return self.mode == "live"
+
+
+@dataclasses.dataclass
+class Kernel:
+    km: Any
+    kc: Any
+    setup: Setup
+
+    def run(self, code: str, timeout: float = 60, **kwargs: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return execute(self.kc, code, timeout, **kwargs)
+
+    def identifier(self) -> str:
+        _, outputs = self.run("%session")
+        return re.search(r"identifier\s+(\S+)", outputs[0]["content"]["text"]).group(1)
+
+
+def content(outputs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [m["content"] for m in outputs if m["msg_type"] == kind]

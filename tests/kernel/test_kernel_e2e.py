@@ -30,37 +30,11 @@ from nbclient.exceptions import CellExecutionError
 
 from azure_sessions_kernel.client import SessionNotFoundError, SessionsClient
 
-from ._support import KERNEL_NAME, environment, execute, install_kernelspec, kinds, png_info, write_kernel_config
+from ._support import KERNEL_NAME, Kernel, Setup, content, environment, execute, kinds, png_info, write_kernel_config
 
 pytestmark = pytest.mark.slow
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@dataclasses.dataclass
-class Setup:
-    mode: str  # "live" or "strict"
-    pool: Any
-    workdir: Path
-
-    @property
-    def live(self) -> bool:
-        return self.mode == "live"
-
-
-@pytest.fixture(scope="module")
-def jupyter_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return install_kernelspec(tmp_path_factory.mktemp("prefix"))
-
-
-@pytest.fixture(scope="module", params=["live", "strict"])
-def setup(request: pytest.FixtureRequest, jupyter_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    pool = request.getfixturevalue("local_pool" if request.param == "live" else "strict_pool")
-    ipython_dir = tmp_path_factory.mktemp(f"ipython-{request.param}")
-    write_kernel_config(ipython_dir, endpoint=pool.endpoint, token=pool.token)
-    workdir = tmp_path_factory.mktemp(f"work-{request.param}")
-    with environment(JUPYTER_PATH=str(jupyter_path), IPYTHONDIR=str(ipython_dir)):
-        yield Setup(request.param, pool, workdir)
 
 
 @pytest.fixture(scope="module")
@@ -79,32 +53,6 @@ def local_ipykernel(jupyter_path: Path) -> Iterator[Any]:
     yield kc
     kc.stop_channels()
     km.shutdown_kernel(now=True)
-
-
-@dataclasses.dataclass
-class Kernel:
-    km: Any
-    kc: Any
-    setup: Setup
-
-    def run(self, code: str, timeout: float = 60, **kwargs: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        return execute(self.kc, code, timeout, **kwargs)
-
-    def identifier(self) -> str:
-        _, outputs = self.run("%session")
-        return re.search(r"identifier\s+(\S+)", outputs[0]["content"]["text"]).group(1)
-
-
-@pytest.fixture(scope="module")
-def kernel(setup: Setup) -> Iterator[Kernel]:
-    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(setup.workdir))
-    yield Kernel(km, kc, setup)
-    kc.stop_channels()
-    km.shutdown_kernel(now=False)
-
-
-def content(outputs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [m["content"] for m in outputs if m["msg_type"] == kind]
 
 
 RICH_CELL = """\
