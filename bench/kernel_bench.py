@@ -40,7 +40,7 @@ import httpx
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from _common import API, REPO, ms, summary, table, wait_until
+from _common import API, REPO, ms, running_pool, summary, table, wait_until
 
 OURS, LOCAL = "azure-sessions", "bench-local-ipykernel"
 #: Our kernel pointed at an Azure-strict pool the bench starts (the stand-in for Azure).
@@ -189,39 +189,22 @@ def ratio_rows(label: str, ours: list[float], local: list[float], target: str = 
 
 
 @contextlib.contextmanager
-def strict_pool(jupyter: Path) -> Iterator[tuple[str, str]]:
-    """An Azure-strict pool for the bench, and a kernelspec of ours pointed at it."""
+def kernel_on_pool(jupyter: Path, name: str, *serve_args: str) -> Iterator[tuple[str, str]]:
+    """A private pool (``serve_args``, e.g. ``--azure-strict``) and a kernelspec ``name`` of ours pointed at it."""
     from azure_sessions_kernel.kernel.install import write_kernelspec
 
-    token = "bench-" + os.urandom(8).hex()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "azure_sessions_kernel", "serve", "--azure-strict", "--port", "0", f"--token={token}",
-         "--log-level", "warning", "--ready-sessions", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        endpoint = ""
-        for line in proc.stdout:
-            if line.startswith("Pool management endpoint: "):
-                endpoint = line.split(": ", 1)[1].strip()
-                break
-        if not endpoint:
-            raise RuntimeError(f"the Azure-strict pool did not start (rc={proc.wait()})")
-        spec = write_kernelspec(jupyter / "kernels" / OURS_STRICT, python=sys.executable, endpoint=endpoint)
-        spec["argv"].append(f"--AzureSessionsKernel.token={token}")
-        (jupyter / "kernels" / OURS_STRICT / "kernel.json").write_text(json.dumps(spec))
-        yield endpoint, token
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with running_pool("--ready-sessions", "1", *serve_args) as pool:
+        spec = write_kernelspec(jupyter / "kernels" / name, python=sys.executable, endpoint=pool.endpoint)
+        spec["argv"].append(f"--AzureSessionsKernel.token={pool.token}")
+        (jupyter / "kernels" / name / "kernel.json").write_text(json.dumps(spec))
+        yield pool.endpoint, pool.token
 
 
 def strict_figure(jupyter: Path, local: Kernel, samples: int) -> list[list[str]]:
     """Figure 1b: ``1+1`` on an Azure-strict pool, and how many execute calls a cell makes."""
     from azure_sessions_kernel.client import SessionsClient
 
-    with strict_pool(jupyter) as (endpoint, token):
+    with kernel_on_pool(jupyter, OURS_STRICT, "--azure-strict") as (endpoint, token):
         strict = Kernel(OURS_STRICT)
         try:
             for _ in range(5):

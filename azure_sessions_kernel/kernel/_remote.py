@@ -56,6 +56,8 @@ AskInput = Callable[[str, bool], Awaitable[str]]
 TIMEOUT_GRACE = 0.6
 #: Completion and inspection must not keep an editor waiting.
 INTROSPECTION_TIMEOUT = 5.0
+#: ... except the first in a session: IPython loads jedi on first use, which takes seconds.
+FIRST_INTROSPECTION_TIMEOUT = 20.0
 #: timeoutInSeconds of a completion/inspection execute call (Azure contract). Far longer than
 #: the kernel waits: a pool stops an overdue execution by interrupting it, and ends the whole
 #: session if that fails -- a slow first completion (jedi loading) must never cost the session.
@@ -204,6 +206,7 @@ class RemoteSession:
         self._channel_lock = asyncio.Lock()  # one channel call at a time: cells, comm messages, light polls
         self._comm_ids: set[str] = set()  # comms open in the prepared session
         self._events_after = 0  # native: the last event of the session's events route we published
+        self._introspected = False  # a completion or inspection has answered in this session
 
     # -- connection ---------------------------------------------------------------
 
@@ -321,6 +324,7 @@ class RemoteSession:
         self._channel = None
         self._comm_ids = set()
         self._events_after = 0
+        self._introspected = False
 
     @contextlib.contextmanager
     def _client_errors(self, *passed_on: type[Exception]) -> Iterator[None]:
@@ -748,7 +752,9 @@ class RemoteSession:
             return _calls.decode(execution.result)
 
         try:
-            return await asyncio.wait_for(ask(), INTROSPECTION_TIMEOUT)
+            answer = await asyncio.wait_for(ask(), INTROSPECTION_TIMEOUT if self._introspected else FIRST_INTROSPECTION_TIMEOUT)
+            self._introspected = True
+            return answer
         except _calls.HelperMissing:
             self.forget_helper()
         except (sessions_client.SessionsError, KernelSessionError, ValueError, asyncio.TimeoutError) as exc:
