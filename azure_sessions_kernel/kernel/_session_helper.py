@@ -75,6 +75,11 @@ OUTBOX_BYTES = 64 << 20
 #: or where the session started when it has none at that path (a local pool
 #: without a sandbox), which is then its file area.
 SPILL_DIR = "/mnt/data" if os.path.isdir("/mnt/data") else os.getcwd()
+#: A display or result bundle larger than this (characters over all its MIME types)
+#: becomes the head of its text/plain form and a notice (as the local pool's session
+#: kernel does): nothing can carry, or show, a 30 MB table usefully.
+DISPLAY_LIMIT = 4 << 20
+DISPLAY_HEAD = 64 << 10
 #: A second interrupt within this many seconds of the first is not raised again.
 INTERRUPT_SPACING = 1.0
 
@@ -239,6 +244,17 @@ def _routed():
 
 def _emit(msg_type, content, extra=None):
     _outbox.add(_owner(), msg_type, content, extra)
+
+
+def _within_limit(data):
+    """``data``, or the head of its text/plain form after a notice when it is too large."""
+    size = sum(len(v) if isinstance(v, (str, bytes)) else len(str(v)) for v in data.values())
+    if size <= DISPLAY_LIMIT:
+        return data
+    text = str(data.get("text/plain", ""))
+    _emit("stream", ("stderr", "[output too large: a %.1f MB display (%s) was replaced by %sits text/plain form]\n" % (
+        size / 1e6, ", ".join(sorted(data)), "the first %d KiB of " % (DISPLAY_HEAD // 1024) if len(text) > DISPLAY_HEAD else "")))
+    return {"text/plain": text[:DISPLAY_HEAD]}
 
 
 # --------------------------------------------------------------------------
@@ -491,7 +507,7 @@ def _route_display(shell):
         if not _routed():
             return super(type(self), self).publish(data, metadata, *args, **kwargs)
         kind = "update_display_data" if kwargs.get("update") else "display_data"
-        _emit(kind, {"data": data, "metadata": metadata or {}, "transient": kwargs.get("transient") or {}})
+        _emit(kind, {"data": _within_limit(data), "metadata": metadata or {}, "transient": kwargs.get("transient") or {}})
 
     def clear_output(self, wait=False):
         if not _routed():
@@ -534,7 +550,7 @@ def _route_displayhook(shell):
     def write_format_data(self, format_dict, md_dict=None):
         if not _routed():
             return super(type(self), self).write_format_data(format_dict, md_dict)
-        _emit("execute_result", {"data": format_dict, "metadata": md_dict or {}, "execution_count": prompt_count(self)})
+        _emit("execute_result", {"data": _within_limit(format_dict), "metadata": md_dict or {}, "execution_count": prompt_count(self)})
 
     hook = shell.displayhook
     current = getattr(hook, "exec_result", None)

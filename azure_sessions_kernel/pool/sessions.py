@@ -589,7 +589,12 @@ class SessionManager:
                 # The transport dropped messages (an oversized one, or a flood past
                 # the receive limit), the final 'idle' among them: end here.
                 cap = self.config.output_cap // 2**20
-                collected.events.append(("stream", {"name": "stderr", "text": f"\n[output truncated: some output of this execution was larger than the {cap} MiB the pool accepts and was dropped]\n"}))
+                note = {"name": "stderr", "text": f"\n[output truncated: some output of this execution was larger than the {cap} MiB the pool accepts and was dropped]\n"}
+                collected.events.append(("stream", note))
+                if on_event is not None:
+                    r = on_event("stream", note)
+                    if asyncio.iscoroutine(r):
+                        await r
                 break
             if interrupted_at is None and now >= deadline:
                 await self.interrupt(s)
@@ -611,9 +616,12 @@ class SessionManager:
                         if mt == "status" and m["content"].get("execution_state") == "idle":
                             idle = True
                         elif mt in wire.STREAM_MSG_TYPES:
+                            was_truncated = collected.truncated
                             self._collect(collected, mt, m["content"])
-                            if on_event is not None and not collected.truncated:
-                                r = on_event(mt, m["content"])
+                            if on_event is not None and (not collected.truncated or not was_truncated):
+                                # Past the cap, only the truncation notice goes out, once.
+                                relayed_type, relayed = (mt, m["content"]) if not collected.truncated else collected.events[-1]
+                                r = on_event(relayed_type, relayed)
                                 if asyncio.iscoroutine(r):
                                     await r
                         elif mt in wire.COMM_MSG_TYPES and on_event is not None and cell is not None:

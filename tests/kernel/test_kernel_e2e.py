@@ -615,3 +615,29 @@ def test_a_cell_longer_than_azures_220_s_cap_completes_on_every_pool(jupyter_pat
         assert reply["content"]["status"] == "ok", f"{mode}: {reply['content']}"
         assert reply["at"] >= 230 and content(outputs, "execute_result")[0]["data"]["text/plain"] == "'finished'"
         assert len(content(outputs, "stream")) >= 8, f"{mode}: the progress lines arrived while the cell ran"
+
+
+def _streams(outputs: list[dict[str, Any]], name: str) -> str:
+    return "".join(m["content"]["text"] for m in outputs if m["msg_type"] == "stream" and m["content"]["name"] == name)
+
+
+def test_twelve_megabytes_of_stdout_arrive_or_are_cut_with_a_notice_and_later_cells_are_unharmed(kernel: Kernel) -> None:
+    reply, outputs = kernel.run("print('x' * 12_000_000)", timeout=180)
+    assert reply["content"]["status"] == "ok"
+    text, notices = _streams(outputs, "stdout"), _streams(outputs, "stderr")
+    if text != "x" * 12_000_000 + "\n":
+        assert "output truncated" in notices and set(text) <= {"x", "\n"} and len(text) >= 4_000_000, notices[:300]
+    reply, outputs = kernel.run("print('next')")
+    assert reply["at"] < 5 and _streams(outputs, "stdout") == "next\n"
+
+
+@pytest.mark.timeout(400)
+def test_a_32_megabyte_dataframe_degrades_to_its_text_with_a_notice(kernel: Kernel) -> None:
+    code = "import numpy as np, pandas as pd\npd.set_option('display.max_rows', None)\nbig = pd.DataFrame(np.arange(3_200_000).reshape(-1, 4))\nbig"
+    reply, outputs = kernel.run(code, timeout=300)
+    assert reply["content"]["status"] == "ok"
+    assert "output too large" in _streams(outputs, "stderr")
+    (result,) = content(outputs, "execute_result")
+    assert set(result["data"]) == {"text/plain"} and result["data"]["text/plain"].lstrip().startswith("0")
+    reply, outputs = kernel.run("pd.reset_option('display.max_rows')\nprint('next')")
+    assert reply["at"] < 5 and _streams(outputs, "stdout") == "next\n"

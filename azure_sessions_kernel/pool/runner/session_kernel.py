@@ -75,6 +75,14 @@ DATA_DIR_ENV = "AZURE_SESSIONS_DATA_DIR"
 #: The image's pre-built matplotlib cache, copied into ``$MPLCONFIGDIR`` at start.
 MPL_CACHE_ENV = "AZURE_SESSIONS_MPL_CACHE"
 DEFAULT_DATA_DIR = "/mnt/data"
+#: Longest stream message the kernel publishes (characters; a print of more is split).
+STREAM_CHUNK = 1 << 20
+#: A display or result bundle larger than this (characters over all its MIME types) is
+#: replaced by the head of its text/plain form and a notice: the pool refuses single
+#: messages past its output cap, and a notebook cannot use a 30 MB table anyway.
+DISPLAY_LIMIT = 4 << 20
+#: How much of the text/plain form such a bundle keeps.
+DISPLAY_HEAD = 64 << 10
 
 STDIN_MESSAGE = (
     "input() is not available: this code runs in a remote session, which has no stdin (nobody is at a keyboard). "
@@ -141,8 +149,21 @@ def _make_kernel_class() -> type:
     from IPython.core.error import StdinNotImplementedError
     from traitlets import Float
 
+    from ipykernel.zmqshell import ZMQInteractiveShell
+    from traitlets import Type
+
+    guarded_publisher, guarded_displayhook = _make_guarded_display_classes()
+
+    class SessionShell(ZMQInteractiveShell):
+        """ipykernel's shell with the large-output guard (see :func:`degrade_large_bundle`)."""
+
+        display_pub_class = Type(guarded_publisher)
+        displayhook_class = Type(guarded_displayhook)
+
     class SessionKernel(IPythonKernel):
         """An IPython kernel that answers like an Azure dynamic session."""
+
+        shell_class = Type(SessionShell)
 
         # ipykernel installs these as builtins.input / getpass.getpass for each
         # execution. A notebook cell the pool runs with allow_stdin (the stdin
@@ -202,6 +223,47 @@ def _make_kernel_class() -> type:
     return SessionKernel
 
 
+def degrade_large_bundle(data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """``data`` itself, or the head of its text/plain form and a notice when it is too large."""
+    size = sum(len(v) if isinstance(v, (str, bytes)) else len(str(v)) for v in data.values())
+    if size <= DISPLAY_LIMIT:
+        return data, None
+    text = str(data.get("text/plain", ""))
+    head = text[:DISPLAY_HEAD]
+    notice = (
+        f"[output too large: a {size / 1e6:.1f} MB display ({', '.join(sorted(data))}) was replaced by "
+        f"{'the first ' + str(DISPLAY_HEAD // 1024) + ' KiB of ' if len(text) > DISPLAY_HEAD else ''}its text/plain form]\n"
+    )
+    return {"text/plain": head}, notice
+
+
+def _make_guarded_display_classes() -> tuple[type, type]:
+    """ipykernel's display publisher and displayhook, degrading bundles over DISPLAY_LIMIT.
+
+    Classes (set through the shell's ``display_pub_class``/``displayhook_class``),
+    not instance attributes, so that code that refines them by subclassing
+    (the kernel's in-session helper does) still runs through the guard.
+    """
+    from ipykernel.displayhook import ZMQShellDisplayHook
+    from ipykernel.zmqshell import ZMQDisplayPublisher
+
+    class GuardedDisplayPublisher(ZMQDisplayPublisher):
+        def publish(self, data, metadata=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+            data, notice = degrade_large_bundle(data)
+            if notice:
+                print(notice, end="", file=sys.stderr, flush=True)
+            return super().publish(data, metadata, *args, **kwargs)
+
+    class GuardedDisplayHook(ZMQShellDisplayHook):
+        def write_format_data(self, format_dict, md_dict=None):  # type: ignore[no-untyped-def]
+            format_dict, notice = degrade_large_bundle(format_dict)
+            if notice:
+                print(notice, end="", file=sys.stderr, flush=True)
+            return super().write_format_data(format_dict, md_dict)
+
+    return GuardedDisplayPublisher, GuardedDisplayHook
+
+
 def _make_outstream_class() -> type:
     """ipykernel's stdout/stderr, without the round trip to the IOPub thread when nothing is pending.
 
@@ -211,6 +273,13 @@ def _make_outstream_class() -> type:
     from ipykernel.iostream import OutStream
 
     class QuietOutStream(OutStream):
+        def _flush_buffers(self):  # type: ignore[no-untyped-def]
+            # One message per STREAM_CHUNK characters: the pool's transport refuses (and
+            # disconnects on) a single message larger than its output cap.
+            for parent, data in super()._flush_buffers():
+                for start in range(0, max(len(data), 1), STREAM_CHUNK):
+                    yield parent, data[start : start + STREAM_CHUNK]
+
         def flush(self) -> None:
             try:
                 with self._buffer_lock:
