@@ -12,7 +12,8 @@ ipykernel answers an ``interrupt_request`` by sending SIGINT to its own
 process; while a cell waits for the session, :meth:`_sigint_sets` turns that
 SIGINT into an :class:`asyncio.Event` instead of a ``KeyboardInterrupt``
 thrown into the event loop, and the remote session decides what an interrupt
-can do there (stop the run on the local pool, stop waiting on Azure).
+can do there: stop the run, through the local pool's interrupt extension or, on Azure, the
+next poll of the long-poll channel.
 """
 
 from __future__ import annotations
@@ -546,6 +547,8 @@ class AzureSessionsKernel(IPythonKernel):
     # -- shutdown --------------------------------------------------------------------------------
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
+        if self._between_cells is not None:
+            self._between_cells.cancel()
         close = self.remote.close(delete=self.delete_session_on_shutdown and self._owns_session)
         shell_loop = self.io_loop.asyncio_loop
         if asyncio.get_running_loop() is shell_loop:
