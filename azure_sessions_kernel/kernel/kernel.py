@@ -547,8 +547,8 @@ class AzureSessionsKernel(IPythonKernel):
     # -- shutdown --------------------------------------------------------------------------------
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
-        if self._between_cells is not None:
-            self._between_cells.cancel()
+        if self._between_cells is not None:  # it belongs to the shell thread's loop
+            self.io_loop.asyncio_loop.call_soon_threadsafe(self._between_cells.cancel)
         close = self.remote.close(delete=self.delete_session_on_shutdown and self._owns_session)
         shell_loop = self.io_loop.asyncio_loop
         if asyncio.get_running_loop() is shell_loop:
