@@ -315,12 +315,15 @@ class _Cell:
                 self.wake.set()
 
     def where(self):
-        """Where the worker is, for a kernel waiting on an interrupt: ``file:line in function``."""
+        """Where the worker is, for a kernel waiting on an interrupt: ``file:line in function: source``."""
         frame = sys._current_frames().get(self.thread.ident) if self.thread is not None else None
         if frame is None:
             return None
+        import linecache
+
         code = frame.f_code
-        return "%s:%d in %s" % (code.co_filename, frame.f_lineno, code.co_name)
+        line = linecache.getline(code.co_filename, frame.f_lineno).strip()
+        return "%s:%d in %s%s" % (code.co_filename, frame.f_lineno, code.co_name, ": " + line if line else "")
 
     # -- called from the worker --
 

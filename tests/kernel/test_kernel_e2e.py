@@ -316,19 +316,37 @@ def test_a_session_deleted_during_a_long_cell_ends_it_with_one_clear_error(kerne
     assert content(outputs, "execute_result")[0]["data"]["text/plain"] == "False"
 
 
-def test_a_thread_printing_after_its_cell_ended_reaches_that_cell_through_the_channel(jupyter_path: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    """The long-poll channel keeps what a thread prints after its cell ended and publishes it with
-    that cell's parent. (On the local pool's native path such output is not relayed yet.)"""
+@pytest.fixture(scope="module")
+def strict_kernel(jupyter_path: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Kernel]:
+    """Our kernel on the Azure-strict pool, for what only the long-poll channel does."""
     pool = request.getfixturevalue("strict_pool")
-    ipython_dir = tmp_path / "ipython"
-    write_kernel_config(ipython_dir, endpoint=pool.endpoint, token=pool.token)
-    with environment(JUPYTER_PATH=str(jupyter_path), IPYTHONDIR=str(ipython_dir)):
-        km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(tmp_path))
-    try:
-        _check_late_thread_output(Kernel(km, kc, Setup("strict", pool, tmp_path)))
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
+    workdir = tmp_path_factory.mktemp("strict-only")
+    write_kernel_config(workdir / "ipython", endpoint=pool.endpoint, token=pool.token)
+    with environment(JUPYTER_PATH=str(jupyter_path), IPYTHONDIR=str(workdir / "ipython")):
+        km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(workdir))
+    yield Kernel(km, kc, Setup("strict", pool, workdir))
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+
+
+def test_a_thread_printing_after_its_cell_ended_reaches_that_cell_through_the_channel(strict_kernel: Kernel) -> None:
+    """The long-poll channel keeps what a thread prints after its cell ended and publishes it with
+    that cell's parent. (On the local pool's native path such output reaches the notebook through
+    the events route while widgets are open.)"""
+    _check_late_thread_output(strict_kernel)
+
+
+def test_an_interrupt_that_a_blocking_call_delays_is_explained_and_the_next_cell_waits(strict_kernel: Kernel) -> None:
+    """In the channel's worker thread a C call (here select) holds the KeyboardInterrupt until it returns."""
+    _interrupt_after(strict_kernel, 1.0)
+    reply, outputs = strict_kernel.run("import select\nselect.select([], [], [], 7)\nafter_select = True", timeout=30)
+    assert reply["at"] < 1.0 + 1.5 + 3.5, f"stopped waiting after {reply['at']:.2f} s"
+    error = content(outputs, "error")[0]
+    assert error["ename"] == "KeyboardInterrupt" and "cannot stop" in error["evalue"] and "select" in error["evalue"]
+    reply, outputs = strict_kernel.run("'after_select' in globals()", timeout=30)
+    notices = "".join(c["text"] for c in content(outputs, "stream"))
+    assert "Waiting for the previous cell" in notices
+    assert content(outputs, "execute_result")[0]["data"]["text/plain"] == "False", "the pending interrupt stopped it"
 
 
 def _check_late_thread_output(kernel: Kernel) -> None:
