@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 import pytest
 
-from azure_sessions_kernel.pool.bwrap import STATE_ROOT_ENV, UID_BASE_ENV, SandboxLimits, sandbox_environment
+from azure_sessions_kernel.pool.sandbox.bwrap import STATE_ROOT_ENV, UID_BASE_ENV, SandboxLimits, sandbox_environment
 from azure_sessions_kernel.pool.image import find_image
 
 from .conftest import REPO, RunningPool, launch_pool

@@ -26,10 +26,12 @@ from typing import Any
 import pytest
 from jupyter_client.asynchronous import AsyncKernelClient
 
-from azure_sessions_kernel.pool import bwrap as bwrap_mod
-from azure_sessions_kernel.pool.bwrap import BwrapLauncher, SandboxLimits, SandboxSpec, build_bwrap_argv, build_seccomp_bpf
 from azure_sessions_kernel.pool.image import ImageError, ImageInfo, find_image
-from azure_sessions_kernel.pool.insecure import InsecureLauncher
+from azure_sessions_kernel.pool.sandbox import bwrap as bwrap_mod
+from azure_sessions_kernel.pool.sandbox import cgroups as cgroups_mod
+from azure_sessions_kernel.pool.sandbox.bwrap import BwrapLauncher, SandboxLimits, SandboxSpec, build_bwrap_argv
+from azure_sessions_kernel.pool.sandbox.insecure import InsecureLauncher
+from azure_sessions_kernel.pool.sandbox.seccomp import build_seccomp_bpf
 
 MiB = 1024 * 1024
 STATE_ROOT = "/run/ask-test"
@@ -256,13 +258,13 @@ def test_pure_cgroup_v2_layout(tmp_path):
     (root / "ask").mkdir()
     (root / "ask" / "cgroup.kill").write_text("")
     mountinfo = f"35 24 0:30 / {root} rw,nosuid,nodev shared:9 - cgroup2 cgroup2 rw,nsdelegate\n"
-    hierarchies, missing = bwrap_mod._detect_hierarchies("ask", mountinfo, "0::/system.slice/pool.service\n")
+    hierarchies, missing = cgroups_mod._detect_hierarchies("ask", mountinfo, "0::/system.slice/pool.service\n")
     assert missing == {}
     [v2] = hierarchies
     assert (v2.version, v2.controllers, v2.parent, v2.has_kill) == (2, {"cpu", "memory", "pids"}, root / "ask", True)
     assert (root / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
 
-    cgroups = bwrap_mod._SessionCgroups.create(hierarchies, "3", SandboxLimits(memory=128 * MiB, pids=64, cpus=0.5))
+    cgroups = cgroups_mod._SessionCgroups.create(hierarchies, "3", SandboxLimits(memory=128 * MiB, pids=64, cpus=0.5))
     leaf = root / "ask" / "3"
     assert {name: (leaf / name).read_text() for name in ("memory.max", "pids.max", "cpu.max", "memory.oom.group")} == {
         "memory.max": str(128 * MiB), "pids.max": "64", "cpu.max": "50000 100000", "memory.oom.group": "1"}
@@ -283,7 +285,7 @@ def test_hybrid_cgroup_layout_nests_v1_memory_under_our_own(tmp_path):
         for i, (name, path) in enumerate(mounts.items())
     )
     own = "5:memory:/agents/a1\n4:pids:/\n3:cpu,cpuacct:/\n0::/\n"
-    hierarchies, missing = bwrap_mod._detect_hierarchies("ask", mountinfo, own)
+    hierarchies, missing = cgroups_mod._detect_hierarchies("ask", mountinfo, own)
     parents = {(h.version, tuple(sorted(h.controllers))): h.parent for h in hierarchies}
     assert parents == {
         (1, ("memory",)): mounts["memory"] / "agents" / "a1" / "ask",
@@ -545,7 +547,7 @@ class TestLifecycle:
     def test_new_launcher_cleans_up_after_a_crashed_server(self, image, launcher):
         script = (
             "import json, sys, time\n"
-            "from azure_sessions_kernel.pool.bwrap import BwrapLauncher\n"
+            "from azure_sessions_kernel.pool.sandbox.bwrap import BwrapLauncher\n"
             "from jupyter_client import BlockingKernelClient\n"
             f"sandbox = BwrapLauncher(state_root={STATE_ROOT!r}, uid_base={UID_BASE}).start_sync()\n"
             # Crash while the session runs. (In the first ~50 ms after start,
@@ -578,7 +580,7 @@ class TestLifecycle:
 UNPRIVILEGED_SERVER = r"""
 import asyncio, json, os, sys
 from jupyter_client.asynchronous import AsyncKernelClient
-from azure_sessions_kernel.pool.bwrap import BwrapLauncher
+from azure_sessions_kernel.pool.sandbox.bwrap import BwrapLauncher
 
 async def main():
     launcher = BwrapLauncher()
@@ -623,7 +625,7 @@ def test_unprivileged_server_still_sandboxes(image):
     staging = Path(tempfile.mkdtemp(prefix="ask-unpriv-"))
     try:
         staging.chmod(0o755)
-        package = Path(bwrap_mod.__file__).parents[1]
+        package = Path(bwrap_mod.__file__).parents[2]
         shutil.copytree(package, staging / "azure_sessions_kernel", ignore=shutil.ignore_patterns("__pycache__", "kernel", "client"))
         seccomp_src = Path(importlib.util.find_spec("pyseccomp").origin)
         shutil.copytree(seccomp_src.parent, staging / seccomp_src.parent.name) if seccomp_src.name == "__init__.py" else shutil.copy(seccomp_src, staging)

@@ -26,7 +26,7 @@ from typing import Any
 from .. import wire
 from .._runtime import pid_alive, runtime_dir, write_private
 from .image import ImageInfo, find_image
-from .launcher import Launcher, SandboxError
+from .sandbox import Launcher, SandboxError, SandboxLimits
 from .sessions import PoolConfig, SessionManager
 
 log = logging.getLogger("azure_sessions_kernel.pool")
@@ -99,10 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
 def build_launcher(args: argparse.Namespace, image: ImageInfo) -> Launcher:
     """The sandbox launcher for these options. Raises SandboxError with a clear reason."""
     if args.insecure_no_sandbox:
-        from .insecure import InsecureLauncher
+        from .sandbox.insecure import InsecureLauncher
 
         return InsecureLauncher(image=image)
-    from .bwrap import BwrapLauncher, SandboxLimits
+    from .sandbox.bwrap import BwrapLauncher
 
     limits = SandboxLimits(memory=args.memory, pids=args.pids, cpus=args.cpus, data_size=args.data_size,
                            data_inodes=args.data_inodes, tmp_size=args.tmp_size)

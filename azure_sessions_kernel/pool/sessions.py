@@ -2,7 +2,7 @@
 
 The HTTP layer (:mod:`azure_sessions_kernel.pool.app`) calls a
 :class:`SessionManager` for everything that touches a session; the manager
-asks its :class:`~azure_sessions_kernel.pool.launcher.Launcher` for sandboxes
+asks its :class:`~azure_sessions_kernel.pool.sandbox.Launcher` for sandboxes
 and drives the ipykernel inside each one with ``jupyter_client``.
 
 Semantics follow Azure (reference §7): a session is created on the first
@@ -31,7 +31,7 @@ import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 
 from .. import wire
-from .launcher import Launcher, Sandbox, SandboxError
+from .sandbox import Launcher, Sandbox, SandboxError
 
 log = logging.getLogger("azure_sessions_kernel.pool")
 

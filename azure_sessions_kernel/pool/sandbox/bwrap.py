@@ -52,15 +52,12 @@ launcher on the same state root kill it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
-import errno
 import fcntl
 import json
-import math
 import os
 import pwd
 import resource
@@ -68,17 +65,30 @@ import secrets
 import select
 import shutil
 import signal
-import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from azure_sessions_kernel.pool.image import ImageError, ImageInfo, find_image
-from azure_sessions_kernel.wire import DATA_DIR
-from azure_sessions_kernel.pool.launcher import Launcher, Sandbox, SandboxError
+from ...wire import DATA_DIR
+from ..image import ImageError, ImageInfo, find_image
+from .base import (
+    CHANNEL_PORTS,
+    RUNNER_SOURCE,
+    GiB,
+    Launcher,
+    MiB,
+    OutputTail,
+    Sandbox,
+    SandboxError,
+    SandboxLimits,
+    describe_exit,
+    write_atomically,
+)
+from .cgroups import _detect_hierarchies, _Hierarchy, _SessionCgroups
+from .seccomp import build_seccomp_bpf
 
 __all__ = [
     "BwrapLauncher",
@@ -88,11 +98,6 @@ __all__ = [
     "build_bwrap_argv",
     "build_seccomp_bpf",
 ]
-
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-
-RUNNER_SOURCE = Path(__file__).with_name("runner") / "session_kernel.py"
 
 # Paths as the sandbox sees them.
 SANDBOX_DATA_DIR = DATA_DIR
@@ -113,11 +118,8 @@ HOST_ETC_FILES = (
     "/etc/mime.types",
 )
 
-# ipc "ports" (socket name suffixes) of the five kernel channels.
-CHANNEL_PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
 # sun_path holds 108 bytes; "<kernel dir>/k-5" must fit with room to spare.
 _MAX_KERNEL_DIR_LEN = 90
-_OUTPUT_TAIL_BYTES = 16 * 1024
 #: Largest /dev/shm of a session (the /tmp size when smaller).
 SHM_SIZE = 64 * MiB
 #: Environment variables that move the pool's state root and session uid range
@@ -132,357 +134,6 @@ def _format_bytes(n: int) -> str:
     if n % GiB == 0:
         return f"{n // GiB} GiB"
     return f"{n / MiB:.0f} MiB"
-
-
-@dataclasses.dataclass(frozen=True)
-class SandboxLimits:
-    """Per-session resource limits (sandbox.md §3.4 defaults)."""
-
-    memory: int = 1 * GiB
-    pids: int = 256
-    cpus: float = 1.0
-    #: Size and inode quota of ``/mnt/data`` (a tmpfs: its pages also count as memory).
-    data_size: int = 1 * GiB
-    data_inodes: int = 65536
-    tmp_size: int = 256 * MiB
-    #: Largest single file a session may write (``RLIMIT_FSIZE``).
-    file_size: int = 1 * GiB
-    nofile: int = 1024
-
-    def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            if getattr(self, field.name) <= 0:
-                raise ValueError(f"SandboxLimits.{field.name} must be positive")
-
-    @property
-    def threads_per_library(self) -> int:
-        """Threads numeric libraries should use: the cpu quota, at least one."""
-        return max(1, math.ceil(self.cpus))
-
-    def describe(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-# --------------------------------------------------------------------------
-# Seccomp (L7)
-# --------------------------------------------------------------------------
-
-# Kernel surface a notebook never needs and that keeps producing privilege
-# escalations; all answer EPERM (sandbox.md §3.2 L7, after Flatpak and Docker).
-_EPERM_SYSCALLS = (
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
-    "perf_event_open", "bpf", "userfaultfd", "syslog",
-    "add_key", "keyctl", "request_key",
-    "io_uring_setup", "io_uring_enter", "io_uring_register",
-    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot",
-    "open_by_handle_at", "name_to_handle_at", "fanotify_init",
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-    "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "lookup_dcookie",
-    "clock_settime", "clock_adjtime", "settimeofday", "adjtimex", "stime",
-    "iopl", "ioperm", "vhangup", "uselib", "ustat", "sysfs", "nfsservctl",
-    "mbind", "set_mempolicy", "migrate_pages", "move_pages",
-)
-# Answer ENOSYS so that glibc and friends fall back to the older call
-# (clone3 -> clone, whose flags we can inspect; new mount API -> mount).
-_ENOSYS_SYSCALLS = ("clone3", "fsopen", "fsconfig", "fsmount", "fspick", "open_tree", "move_mount", "mount_setattr")
-_CLONE_NAMESPACE_FLAGS = (
-    0x00020000,  # CLONE_NEWNS
-    0x02000000,  # CLONE_NEWCGROUP
-    0x04000000,  # CLONE_NEWUTS
-    0x08000000,  # CLONE_NEWIPC
-    0x10000000,  # CLONE_NEWUSER
-    0x20000000,  # CLONE_NEWPID
-    0x40000000,  # CLONE_NEWNET
-)
-_TIOCSTI, _TIOCLINUX = 0x5412, 0x541C
-_AF_UNIX, _AF_INET, _AF_NETLINK, _AF_INET6 = 1, 2, 16, 10
-_AF_MAX = 46
-_PER_LINUX = 0
-
-
-def _seccomp_module() -> Any:
-    try:
-        import pyseccomp as seccomp
-    except ImportError:
-        try:
-            import seccomp  # Debian's python3-seccomp
-        except ImportError as exc:
-            raise SandboxError(
-                "cannot build the seccomp filter: neither pyseccomp nor seccomp (python3-seccomp) is importable"
-            ) from exc
-    return seccomp
-
-
-def build_seccomp_bpf() -> tuple[bytes, list[str]]:
-    """Compile the deny-list to BPF; returns it and the syscall names this kernel/libseccomp lacks.
-
-    Called once by :class:`BwrapLauncher` at creation; each sandbox gets the
-    program through ``bwrap --seccomp FD``.
-    """
-    sc = _seccomp_module()
-    flt = sc.SyscallFilter(sc.ALLOW)
-    # Syscalls of a foreign ABI (i386 ``int 0x80``, x32) bypass per-name rules: kill them.
-    flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
-    unknown: list[str] = []
-
-    def rule(action: int, name: str, *args: Any) -> None:
-        try:
-            flt.add_rule(action, name, *args)
-        except (OSError, ValueError, RuntimeError):
-            unknown.append(name)  # not on this architecture or too new for libseccomp
-
-    for name in _EPERM_SYSCALLS:
-        rule(sc.ERRNO(errno.EPERM), name)
-    for name in _ENOSYS_SYSCALLS:
-        rule(sc.ERRNO(errno.ENOSYS), name)
-    for flag in _CLONE_NAMESPACE_FLAGS:
-        rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-    # The ioctl request is an int; compare only the low 32 bits (CVE-2017-5226).
-    for request in (_TIOCSTI, _TIOCLINUX):
-        rule(sc.ERRNO(errno.EPERM), "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
-    # personality(2) may only select plain Linux: no ADDR_NO_RANDOMIZE and friends (as Flatpak).
-    rule(sc.ERRNO(errno.EPERM), "personality", sc.Arg(0, sc.NE, _PER_LINUX))
-    # Sockets: UNIX, IPv4, IPv6, and NETLINK_ROUTE only (libzmq aborts when it
-    # cannot open a route netlink socket to list interfaces).
-    for family in range(_AF_MAX + 1):
-        if family not in (_AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK):
-            rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, family))
-    rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.GT, _AF_MAX))
-    rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, _AF_NETLINK), sc.Arg(2, sc.NE, 0))
-
-    read_fd, write_fd = os.pipe()
-    try:
-        with os.fdopen(write_fd, "wb") as out:
-            flt.export_bpf(out)
-        with os.fdopen(read_fd, "rb") as inp:
-            read_fd = -1
-            bpf = inp.read()
-    finally:
-        if read_fd >= 0:
-            os.close(read_fd)
-    return bpf, unknown
-
-
-# --------------------------------------------------------------------------
-# cgroups (L2)
-# --------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class _Hierarchy:
-    """One place session cgroups are created: a v1 controller tree or the v2 tree."""
-
-    version: int  # 1 or 2
-    controllers: frozenset[str]  # the subset of memory/pids/cpu it enforces
-    parent: Path  # session leaves are parent/<slot>
-    has_kill: bool  # v2 cgroup.kill
-
-
-def _own_cgroup_paths(proc_self_cgroup: str) -> dict[str, str]:
-    """``{"memory": "/a/b", ..., "": "/x"}`` from /proc/self/cgroup (``""`` is the v2 path)."""
-    paths: dict[str, str] = {}
-    for line in proc_self_cgroup.splitlines():
-        _, controllers, path = line.split(":", 2)
-        for controller in controllers.split(",") if controllers else [""]:
-            paths[controller] = path
-    return paths
-
-
-def _cgroup_mounts(mountinfo: str) -> list[tuple[str, Path, frozenset[str]]]:
-    """``(fstype, mount point, super options)`` of every cgroup mount, from /proc/self/mountinfo."""
-    mounts = []
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        fields, rfields = left.split(), right.split()
-        if len(rfields) >= 3 and rfields[0] in ("cgroup", "cgroup2"):
-            mounts.append((rfields[0], Path(fields[4]), frozenset(rfields[2].split(","))))
-    return mounts
-
-
-def _write(path: Path, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
-
-
-def _detect_hierarchies(
-    prefix: str, mountinfo: str | None = None, proc_self_cgroup: str | None = None
-) -> tuple[list[_Hierarchy], dict[str, str]]:
-    """Where this host lets us create session cgroups, and why any controller is missing.
-
-    Called by :class:`BwrapLauncher` as root (tests pass the two /proc texts).
-    v1 leaves go under the server's own cgroup of each controller (so its
-    accounting stays intact); v2 leaves under a ``<prefix>`` child of the v2
-    root, since a cgroup with processes (the server's own) may not delegate
-    controllers to children.
-    """
-    wanted = {"memory", "pids", "cpu"}
-    if mountinfo is None:
-        mountinfo = Path("/proc/self/mountinfo").read_text()
-    if proc_self_cgroup is None:
-        proc_self_cgroup = Path("/proc/self/cgroup").read_text()
-    own = _own_cgroup_paths(proc_self_cgroup)
-    hierarchies: list[_Hierarchy] = []
-    missing: dict[str, str] = {}
-    covered: set[str] = set()
-    v2_mount: Path | None = None
-    for fstype, mount, options in _cgroup_mounts(mountinfo):
-        if fstype == "cgroup":
-            controllers = frozenset(options & wanted) - covered
-            if controllers:
-                own_path = own.get(next(iter(controllers)), "/").lstrip("/")
-                hierarchies.append(_Hierarchy(1, controllers, mount / own_path / prefix, False))
-                covered |= controllers
-        elif v2_mount is None:
-            v2_mount = mount
-    if v2_mount is not None:
-        available = set((v2_mount / "cgroup.controllers").read_text().split()) & (wanted - covered)
-        v2_parent = v2_mount / prefix if available else v2_mount / own.get("", "/").lstrip("/") / prefix
-        try:
-            if available:
-                # Enable the controllers on the way down to our parent (the v2
-                # root is exempt from the no-internal-processes rule).
-                _write(v2_mount / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(available)))
-                v2_parent.mkdir(exist_ok=True)
-                _write(v2_parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(available)))
-                enabled = {c.lstrip("+") for c in (v2_parent / "cgroup.subtree_control").read_text().split()}
-                available &= enabled
-        except OSError as exc:
-            for controller in available:
-                missing[f"cgroup-{controller}"] = f"cannot enable the {controller} controller in {v2_parent} ({exc.strerror})"
-            available = set()
-            v2_parent = v2_mount / own.get("", "/").lstrip("/") / prefix
-        v2_parent.mkdir(parents=True, exist_ok=True)
-        has_kill = (v2_parent / "cgroup.kill").exists()  # only non-root cgroups have the file
-        hierarchies.append(_Hierarchy(2, frozenset(available), v2_parent, has_kill))
-        covered |= available
-        if not has_kill:
-            missing["cgroup-kill"] = "the kernel has no cgroup.kill (Linux < 5.14); the pid-namespace init is the only kill switch"
-    else:
-        missing["cgroup-kill"] = "no cgroup v2 hierarchy is mounted; the pid-namespace init is the only kill switch"
-    for controller in wanted - covered:
-        missing.setdefault(f"cgroup-{controller}", f"no cgroup hierarchy offers the {controller} controller")
-    for hierarchy in hierarchies:
-        hierarchy.parent.mkdir(parents=True, exist_ok=True)
-    return hierarchies, missing
-
-
-class _SessionCgroups:
-    """The cgroup leaves of one session: limits, joining, killing, OOM count, removal."""
-
-    def __init__(self, leaves: list[tuple[_Hierarchy, Path]]):
-        self.leaves = leaves
-
-    @classmethod
-    def create(cls, hierarchies: Sequence[_Hierarchy], name: str, limits: SandboxLimits) -> _SessionCgroups:
-        made = cls([])
-        try:
-            for hierarchy in hierarchies:
-                leaf = hierarchy.parent / name
-                if leaf.exists():
-                    # Our slot lock is held, so this is a crashed server's leaf
-                    # that its state record did not name: empty and reuse it.
-                    leftover = cls([(hierarchy, leaf)])
-                    leftover.kill()
-                    leftover.remove()
-                leaf.mkdir()
-                made.leaves.append((hierarchy, leaf))
-                made._apply_limits(hierarchy, leaf, limits)
-        except OSError as exc:
-            made.remove()
-            raise SandboxError(f"cannot create the session's cgroup: {exc}") from exc
-        return made
-
-    @staticmethod
-    def _apply_limits(hierarchy: _Hierarchy, leaf: Path, limits: SandboxLimits) -> None:
-        controllers = hierarchy.controllers
-        period = 100_000
-        quota = max(1000, int(limits.cpus * period))
-        if hierarchy.version == 1:
-            if "memory" in controllers:
-                _write(leaf / "memory.limit_in_bytes", str(limits.memory))
-                if (leaf / "memory.memsw.limit_in_bytes").exists():  # swap accounting on
-                    _write(leaf / "memory.memsw.limit_in_bytes", str(limits.memory))
-            if "pids" in controllers:
-                _write(leaf / "pids.max", str(limits.pids))
-            if "cpu" in controllers:
-                _write(leaf / "cpu.cfs_period_us", str(period))
-                _write(leaf / "cpu.cfs_quota_us", str(quota))
-        else:
-            if "memory" in controllers:
-                _write(leaf / "memory.max", str(limits.memory))
-                if (leaf / "memory.swap.max").exists():
-                    _write(leaf / "memory.swap.max", "0")
-                with contextlib.suppress(OSError):  # Linux >= 4.19
-                    _write(leaf / "memory.oom.group", "1")  # an OOM ends the whole session at once
-            if "pids" in controllers:
-                _write(leaf / "pids.max", str(limits.pids))
-            if "cpu" in controllers:
-                _write(leaf / "cpu.max", f"{quota} {period}")
-
-    @property
-    def procs_files(self) -> list[str]:
-        return [str(leaf / "cgroup.procs") for _, leaf in self.leaves]
-
-    def _read(self, controller: str, v1_file: str, v2_file: str) -> str | None:
-        for hierarchy, leaf in self.leaves:
-            if controller in hierarchy.controllers:
-                with contextlib.suppress(OSError):
-                    return (leaf / (v1_file if hierarchy.version == 1 else v2_file)).read_text()
-        return None
-
-    def oom_kills(self) -> int:
-        """How many processes the memory limit's OOM killer ended (0 when unknown)."""
-        text = self._read("memory", "memory.oom_control", "memory.events") or ""
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-        return 0
-
-    def usage(self) -> dict[str, int]:
-        figures: dict[str, int] = {}
-        memory = self._read("memory", "memory.usage_in_bytes", "memory.current")
-        pids = self._read("pids", "pids.current", "pids.current")
-        if memory:
-            figures["memory_bytes"] = int(memory)
-        if pids:
-            figures["pids"] = int(pids)
-        return figures
-
-    def pids(self) -> set[int]:
-        found: set[int] = set()
-        for _, leaf in self.leaves:
-            with contextlib.suppress(OSError):
-                found.update(int(p) for p in (leaf / "cgroup.procs").read_text().split())
-        return found
-
-    def kill(self, timeout: float = 5.0) -> None:
-        """SIGKILL everything in the leaves and wait until they are empty."""
-        for hierarchy, leaf in self.leaves:
-            if hierarchy.has_kill:
-                with contextlib.suppress(OSError):
-                    _write(leaf / "cgroup.kill", "1")
-        deadline = time.monotonic() + timeout
-        while (remaining := self.pids()) and time.monotonic() < deadline:
-            # Without cgroup.kill (or for stragglers forked during it), signal one by one.
-            for pid in remaining:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.01)
-
-    def remove(self) -> None:
-        for _, leaf in reversed(self.leaves):
-            for _attempt in range(50):
-                try:
-                    leaf.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY:
-                        raise
-                    time.sleep(0.02)  # exiting tasks leave the cgroup asynchronously
-        self.leaves = []
 
 
 # --------------------------------------------------------------------------
@@ -718,46 +369,6 @@ def build_bwrap_argv(spec: SandboxSpec) -> list[str]:
 # --------------------------------------------------------------------------
 
 
-def describe_exit(returncode: int, output_tail: str) -> str:
-    """A sentence for an exit status: the kernel's own, or bwrap's (which passes the kernel's on, 128+N for signal N)."""
-    if returncode < 0:
-        return f"the kernel process was killed by {signal.Signals(-returncode).name}"
-    if 128 < returncode < 128 + 65:
-        with contextlib.suppress(ValueError):
-            return f"the kernel was killed by {signal.Signals(returncode - 128).name}"
-    bwrap_error = [line for line in output_tail.splitlines() if line.startswith("bwrap:")]
-    if bwrap_error:
-        return f"the sandbox failed: {bwrap_error[-1]}"
-    if returncode == 0:
-        return "the kernel exited"
-    return f"the kernel exited with status {returncode}"
-
-
-class OutputTail:
-    """Keeps the last few KiB of the sandbox's stdout/stderr for error messages; drops the rest."""
-
-    def __init__(self, stream: Any):
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._size = 0
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._pump, args=(stream,), name="sandbox-output", daemon=True)
-        self._thread.start()
-
-    def _pump(self, stream: Any) -> None:
-        with stream:
-            while chunk := stream.read1(65536):
-                with self._lock:
-                    self._chunks.append(chunk)
-                    self._size += len(chunk)
-                    while self._size > _OUTPUT_TAIL_BYTES and len(self._chunks) > 1:
-                        self._size -= len(self._chunks.popleft())
-
-    def text(self, wait: float = 0.0) -> str:
-        self._thread.join(wait)
-        with self._lock:
-            return b"".join(self._chunks)[-_OUTPUT_TAIL_BYTES:].decode(errors="replace")
-
-
 @dataclasses.dataclass
 class _Slot:
     number: int
@@ -924,18 +535,6 @@ def _default_state_root() -> Path:
     if runtime and os.path.isdir(runtime) and len(runtime) < 40:
         return Path(runtime) / "ask"
     return Path(f"/tmp/ask-{os.getuid()}")
-
-
-def write_atomically(path: Path, content: str | bytes, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    data = content.encode() if isinstance(content, str) else content
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 class BwrapLauncher(Launcher):
