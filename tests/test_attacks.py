@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 import pytest
 
-from azure_sessions_kernel.pool.sandbox.bwrap import STATE_ROOT_ENV, UID_BASE_ENV, SandboxLimits, sandbox_environment
+from azure_sessions_kernel.pool.sandbox.bwrap import DEFAULT_UID_BASE, STATE_ROOT_ENV, UID_BASE_ENV, SandboxLimits, sandbox_environment
 from azure_sessions_kernel.pool.image import find_image
 
 from .conftest import REPO, RunningPool, launch_pool
@@ -53,8 +53,10 @@ pytestmark = [
 
 V = "2025-10-02-preview"
 MiB = 1 << 20
-STATE_ROOT = Path("/run/ask-atk")
-UID_BASE = 280_000  # apart from the default pool (200000+) and test_sandbox (260000+)
+# Beside the state root and uid range of this run's pools ($AZURE_SESSIONS_KERNEL_STATE_ROOT/_UID_BASE),
+# apart from the conftest pools (base+) and test_sandbox (base+60000+), so runs side by side never meet.
+STATE_ROOT = Path((os.environ.get(STATE_ROOT_ENV) or "/run/ask") + "-atk")
+UID_BASE = int(os.environ.get(UID_BASE_ENV) or DEFAULT_UID_BASE) + 80_000
 POOL_ENV = {STATE_ROOT_ENV: str(STATE_ROOT), UID_BASE_ENV: str(UID_BASE)}
 CGROUP_PREFIX = f"azure-sessions-{STATE_ROOT.name}"
 # Small limits keep the bombs fast; memory leaves room for a full /tmp (256 MiB) plus the kernel.

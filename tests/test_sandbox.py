@@ -34,8 +34,9 @@ from azure_sessions_kernel.pool.sandbox.insecure import InsecureLauncher
 from azure_sessions_kernel.pool.sandbox.seccomp import build_seccomp_bpf
 
 MiB = 1024 * 1024
-STATE_ROOT = "/run/ask-test"
-UID_BASE = 260_000  # away from the server's default range (200000+)
+# Beside this run's pools ($AZURE_SESSIONS_KERNEL_STATE_ROOT/_UID_BASE), so runs side by side never meet.
+STATE_ROOT = (os.environ.get(bwrap_mod.STATE_ROOT_ENV) or "/run/ask") + "-test"
+UID_BASE = int(os.environ.get(bwrap_mod.UID_BASE_ENV) or bwrap_mod.DEFAULT_UID_BASE) + 60_000
 
 IS_ROOT = os.geteuid() == 0
 HAS_BWRAP = shutil.which("bwrap") is not None
@@ -436,7 +437,7 @@ class TestIsolation:
             assert run_async(loop, kernel.value(code)) == "ConnectionRefusedError"
 
     def test_host_files_are_not_there(self, kernel, loop):
-        code = "import os; [os.path.exists(p) for p in ('/root', '/etc/shadow', '/work', '/run/ask-test', '/home')]"
+        code = f"import os; [os.path.exists(p) for p in ('/root', '/etc/shadow', '/work', {STATE_ROOT!r}, '/home')]"
         assert run_async(loop, kernel.value(code)) == [False] * 5
         assert run_async(loop, kernel.value("sorted(int(p) for p in os.listdir('/proc') if p.isdigit())")) == [1, 2]
 
