@@ -297,6 +297,15 @@ def test_hybrid_cgroup_layout_nests_v1_memory_under_our_own(tmp_path):
     assert set(missing) == {"cgroup-kill"}  # a plain directory has no cgroup.kill
 
 
+def test_files_in_memory_may_take_at_most_half_of_the_memory_limit():
+    assert SandboxLimits().memory_problem(data_in_memory=False) is None  # 256 MiB /tmp + 64 MiB /dev/shm of 1 GiB
+    problem = SandboxLimits().memory_problem(data_in_memory=True)  # a tmpfs /mnt/data of 1 GiB would not fit
+    assert problem and "--data-size 1 GiB" in problem and "--memory (1 GiB)" in problem
+    problem = SandboxLimits(memory=512 * MiB, tmp_size=256 * MiB).memory_problem(data_in_memory=False)
+    assert problem and problem.startswith("--tmp-size 256 MiB + /dev/shm 64 MiB are memory")
+    assert SandboxLimits(memory=640 * MiB, tmp_size=256 * MiB).memory_problem(data_in_memory=False) is None
+
+
 def test_find_image_names_the_fix_when_missing(tmp_path):
     with pytest.raises(ImageError, match="image build"):
         find_image(tmp_path / "nothing-here")
@@ -480,7 +489,7 @@ class TestIsolation:
         assert {"network-namespace", "seccomp", "no-capabilities"} <= set(isolation["protections"])
         assert "vm-boundary" in isolation["missing"]
         if IS_ROOT:
-            assert {"per-session-uid", "cgroup-memory", "cgroup-pids", "data-quota"} <= set(isolation["protections"])
+            assert {"per-session-uid", "cgroup-memory", "cgroup-pids", "data-quota", "data-disk"} <= set(isolation["protections"])
 
 
 # --------------------------------------------------------------------------
@@ -498,19 +507,21 @@ class TestLifecycle:
         uid, leaves = sandbox.uid, [leaf for _, leaf in sandbox._cgroups.leaves]
         assert leaves and all(leaf.is_dir() for leaf in leaves)
         assert os.path.ismount(sandbox.data_dir)
+        image = launcher._disks.image(sandbox.slot)
+        assert image.exists() and os.stat(sandbox.data_dir).st_uid == uid
         # A daemon that left the kernel's session and process group.
         run_async(loop, kernel.execute("import subprocess; subprocess.Popen(\"setsid sh -c 'sleep 1000 &'\", shell=True).wait()"))
         assert bwrap_mod._processes_of_uid(uid)
         run_async(loop, stop_kernel(kernel))
         assert bwrap_mod._processes_of_uid(uid) == []
-        assert not os.path.ismount(sandbox.data_dir) and not sandbox.data_dir.parent.exists()
+        assert not os.path.ismount(sandbox.data_dir) and not sandbox.data_dir.parent.exists() and not image.exists()
         assert not any(leaf.exists() for leaf in leaves)
         assert not sandbox.is_alive() and sandbox.death_reason() == "the session was stopped"
         run_async(loop, sandbox.kill())  # a second kill is harmless
 
     def test_memory_and_data_limits(self, image, loop):
         small = BwrapLauncher(
-            image, SandboxLimits(memory=128 * MiB, data_size=4 * MiB, pids=48), state_root=STATE_ROOT, uid_base=UID_BASE
+            image, SandboxLimits(memory=128 * MiB, data_size=4 * MiB, tmp_size=16 * MiB, pids=48), state_root=STATE_ROOT, uid_base=UID_BASE
         )
         try:
             kernel = run_async(loop, start_kernel(small))
@@ -557,7 +568,7 @@ class TestLifecycle:
             "client = BlockingKernelClient(); client.load_connection_info(sandbox.connection_info)\n"
             "client.start_channels(); client.wait_for_ready(timeout=30)\n"
             "print(json.dumps({'uid': sandbox.uid, 'state': str(sandbox.data_dir.parent), 'pids': [sandbox.pid, sandbox.child_pid],"
-            " 'leaves': [str(l) for _, l in sandbox._cgroups.leaves]}), flush=True)\n"
+            " 'leaves': [str(l) for _, l in sandbox._cgroups.leaves], 'image': str(sandbox._launcher._disks.image(sandbox.slot))}), flush=True)\n"
             "time.sleep(60)\n"
         )
         server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -576,6 +587,7 @@ class TestLifecycle:
         BwrapLauncher(image, state_root=STATE_ROOT, uid_base=UID_BASE)
         assert not Path(crashed["state"]).exists()
         assert not any(Path(leaf).exists() for leaf in crashed["leaves"])
+        assert not Path(crashed["image"]).exists()
 
 
 UNPRIVILEGED_SERVER = r"""

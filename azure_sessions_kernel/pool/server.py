@@ -26,7 +26,7 @@ from typing import Any
 from .. import wire
 from .._runtime import pid_alive, runtime_dir, write_private
 from .image import ImageInfo, find_image
-from .sandbox import Launcher, SandboxError, SandboxLimits
+from .sandbox import Launcher, SandboxError, SandboxLimits, SandboxLimitsError
 from .sessions import PoolConfig, SessionManager
 
 log = logging.getLogger("azure_sessions_kernel.pool")
@@ -210,6 +210,9 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         image = find_image()
         launcher = build_launcher(args, image)
+    except SandboxLimitsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except SandboxError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print("The local pool will not run sessions without a sandbox. Install bubblewrap (make setup does it), "

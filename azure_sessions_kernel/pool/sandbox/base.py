@@ -32,6 +32,7 @@ __all__ = [
     "Sandbox",
     "SandboxError",
     "SandboxLimits",
+    "SandboxLimitsError",
     "describe_exit",
     "write_atomically",
 ]
@@ -43,6 +44,14 @@ RUNNER_SOURCE = Path(__file__).parents[1] / "runner" / "session_kernel.py"
 # ipc "ports" (socket name suffixes) of the five kernel channels.
 CHANNEL_PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
 _OUTPUT_TAIL_BYTES = 16 * 1024
+#: Largest /dev/shm of a session (the /tmp size when smaller).
+SHM_SIZE = 64 * MiB
+
+
+def format_bytes(n: int) -> str:
+    if n % GiB == 0:
+        return f"{n // GiB} GiB"
+    return f"{n / MiB:.0f} MiB"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +61,7 @@ class SandboxLimits:
     memory: int = 1 * GiB
     pids: int = 256
     cpus: float = 1.0
-    #: Size and inode quota of ``/mnt/data`` (a tmpfs: its pages also count as memory).
+    #: Size and inode quota of ``/mnt/data`` (as root a disk of its own, see :mod:`.disks`).
     data_size: int = 1 * GiB
     data_inodes: int = 65536
     tmp_size: int = 256 * MiB
@@ -69,6 +78,31 @@ class SandboxLimits:
     def threads_per_library(self) -> int:
         """Threads numeric libraries should use: the cpu quota, at least one."""
         return max(1, math.ceil(self.cpus))
+
+    @property
+    def shm_size(self) -> int:
+        """Size of the session's ``/dev/shm``."""
+        return min(self.tmp_size, SHM_SIZE)
+
+    def memory_problem(self, data_in_memory: bool) -> str | None:
+        """Why a session's full ``/tmp`` (and ``/mnt/data``) could OOM-kill it, or ``None``.
+
+        Called by the launcher at start when these file systems are memory
+        counted against :attr:`memory` (tmpfs in the session's cgroup). The
+        rule: together they take at most half of it, so that filling them
+        ends in ENOSPC while the session's programs keep the other half.
+        """
+        parts = {"--tmp-size": self.tmp_size, "/dev/shm": self.shm_size}
+        if data_in_memory:
+            parts["--data-size"] = self.data_size
+        if sum(parts.values()) <= self.memory // 2:
+            return None
+        listed = " + ".join(f"{name} {format_bytes(size)}" for name, size in parts.items())
+        return (
+            f"{listed} are memory of the session and would take more than half of --memory "
+            f"({format_bytes(self.memory)}): filling them would end in an out-of-memory kill instead of "
+            f"'No space left on device'; lower them or raise --memory"
+        )
 
     def describe(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -161,6 +195,10 @@ class Launcher(abc.ABC):
 
 class SandboxError(RuntimeError):
     """A sandbox could not be created, or the host refuses isolation."""
+
+
+class SandboxLimitsError(SandboxError, ValueError):
+    """The configured limits contradict each other (see :meth:`SandboxLimits.memory_problem`)."""
 
 
 def describe_exit(returncode: int, output_tail: str) -> str:

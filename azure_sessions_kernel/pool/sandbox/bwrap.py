@@ -22,13 +22,14 @@ runs as root:
   mount namespaces; a read-only ``/usr`` and image, a private ``/tmp``, a
   read-only ``/proc/sys`` and ``/dev`` (with a sized ``/dev/shm``), synthetic
   ``/etc/passwd``; ``/mnt/data`` is a
-  per-session host tmpfs with a size and inode quota;
+  per-session ext4 disk (a sparse file on a loop device, :mod:`.disks`)
+  whose size and inode count are the quota;
 * L6 no capabilities (``--cap-drop ALL``), ``no_new_privs``;
 * L7 a seccomp deny-list against the kernel surface a notebook never needs.
 
 Run as an ordinary user the launcher still uses bwrap (unprivileged user
-namespaces) but cannot give sessions their own uid, cgroups or a tmpfs
-quota; :attr:`BwrapLauncher.isolation` lists what is missing and why.
+namespaces) but cannot give sessions their own uid, cgroups or a data disk
+with a quota; :attr:`BwrapLauncher.isolation` lists what is missing and why.
 
 Host layout under the state root (``/run/ask`` as root)::
 
@@ -37,7 +38,7 @@ Host layout under the state root (``/run/ask`` as root)::
     slots/<n>.lock             flock held by the launcher that owns slot n
     <n>/k/                     kernel.json and the ipc sockets (session uid, 0700;
                                root's, 0755, once they are bound)               -> /run/jk
-    <n>/data/                  tmpfs (session uid, 0700)                          -> /mnt/data
+    <n>/data/                  the data disk's mount (session uid, 0700)          -> /mnt/data
     <n>/cgroups.json           the cgroup directories made for the slot, for cleanup
 
 Slots are claimed with ``flock``, so several launchers (a server and a test
@@ -79,15 +80,17 @@ from .base import (
     RUNNER_SOURCE,
     GiB,
     Launcher,
-    MiB,
     OutputTail,
     Sandbox,
     SandboxError,
     SandboxLimits,
+    SandboxLimitsError,
     describe_exit,
+    format_bytes,
     write_atomically,
 )
 from .cgroups import _detect_hierarchies, _Hierarchy, _SessionCgroups
+from .disks import DataDisks, data_disk_problem, default_disk_root, mount_tmpfs, unmount
 from .seccomp import build_seccomp_bpf
 
 __all__ = [
@@ -120,8 +123,6 @@ HOST_ETC_FILES = (
 
 # sun_path holds 108 bytes; "<kernel dir>/k-5" must fit with room to spare.
 _MAX_KERNEL_DIR_LEN = 90
-#: Largest /dev/shm of a session (the /tmp size when smaller).
-SHM_SIZE = 64 * MiB
 #: Environment variables that move the pool's state root and session uid range
 #: (tests use them to keep their pools apart from any other pool on the host).
 #: Each state root needs a uid range of its own.
@@ -130,33 +131,12 @@ UID_BASE_ENV = "AZURE_SESSIONS_KERNEL_UID_BASE"
 DEFAULT_UID_BASE = 200_000
 
 
-def _format_bytes(n: int) -> str:
-    if n % GiB == 0:
-        return f"{n // GiB} GiB"
-    return f"{n / MiB:.0f} MiB"
-
-
 # --------------------------------------------------------------------------
 # Mounts, processes
 # --------------------------------------------------------------------------
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_MS_NOSUID, _MS_NODEV = 0x2, 0x4
-_MNT_DETACH = 0x2
 _PR_SET_CHILD_SUBREAPER = 36
-
-
-def _mount_tmpfs(target: Path, size: int, inodes: int, uid: int, gid: int) -> None:
-    options = f"size={size},nr_inodes={inodes},mode=0700,uid={uid},gid={gid}".encode()
-    if _libc.mount(b"tmpfs", str(target).encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
-        err = ctypes.get_errno()
-        raise SandboxError(f"cannot mount the session's data tmpfs at {target}: {os.strerror(err)}")
-
-
-def _unmount(target: Path) -> None:
-    if os.path.ismount(target) and _libc.umount2(str(target).encode(), _MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"cannot unmount {target}: {os.strerror(err)}")
 
 
 def _processes_of_uid(uid: int) -> list[int]:
@@ -347,7 +327,7 @@ def build_bwrap_argv(spec: SandboxSpec) -> list[str]:
         "--dev", "/dev",
         # bwrap's /dev is a session-owned tmpfs without a size: give /dev/shm
         # (POSIX shared memory, semaphores) a size and make the rest read-only.
-        "--size", str(min(spec.limits.tmp_size, SHM_SIZE)), "--tmpfs", "/dev/shm",
+        "--size", str(spec.limits.shm_size), "--tmpfs", "/dev/shm",
         "--bind", str(spec.kernel_dir), SANDBOX_KERNEL_DIR,
         "--bind", str(spec.data_dir), SANDBOX_DATA_DIR,
         "--remount-ro", "/", "--remount-ro", "/dev",
@@ -465,7 +445,7 @@ class BwrapSandbox(Sandbox):
             return None
         oom_kills = self._oom_kills if self._oom_kills is not None else self._cgroups.oom_kills()
         if oom_kills:
-            return f"the session ran out of memory (limit {_format_bytes(self._launcher.limits.memory)})"
+            return f"the session ran out of memory (limit {format_bytes(self._launcher.limits.memory)})"
         if self._stopped_by_us:
             return "the session was stopped"
         returncode = self._kernel_exit_code()
@@ -590,7 +570,15 @@ class BwrapLauncher(Launcher):
             raise SandboxError(f"the state root {self.state_root} is too long for Unix socket paths (108 bytes); choose a shorter one")
 
         self._prepare_state_root()
+        self._disks: DataDisks | None = None
         if self.privileged:
+            disk_root = default_disk_root(self.state_root)
+            if (problem := data_disk_problem(disk_root)) is None:
+                self._disks = DataDisks(disk_root, self.limits.data_size, self.limits.data_inodes)
+            else:
+                self._missing["data-disk"] = f"{problem}: /mnt/data is a tmpfs, counted as the session's memory"
+            if (problem := self.limits.memory_problem(data_in_memory=self._disks is None)) is not None:
+                raise SandboxLimitsError(problem)
             _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
             self._hierarchies, cgroup_missing = _detect_hierarchies(self._cgroup_prefix)
             self._missing.update(cgroup_missing)
@@ -603,7 +591,8 @@ class BwrapLauncher(Launcher):
                     "cgroup-pids": "not root: the process limit is RLIMIT_NPROC, shared with all your processes",
                     "cgroup-cpu": "not root: no cpu quota",
                     "cgroup-kill": "not root: the pid-namespace init is the only kill switch",
-                    "data-quota": "not root: /mnt/data is a plain directory without a size quota",
+                    "data-quota": "not root: /mnt/data is a plain directory without a size quota "
+                    "(a single file stops at RLIMIT_FSIZE)",
                 }
             )
         if seccomp:
@@ -714,7 +703,7 @@ class BwrapLauncher(Launcher):
             _kill_uid(slot.uid)
             _reap_zombie_children(slot.uid)
         with contextlib.suppress(OSError):
-            _unmount(slot.data_dir)
+            self._remove_data(slot)
         shutil.rmtree(slot.state_dir, ignore_errors=True)
 
     @staticmethod
@@ -736,6 +725,8 @@ class BwrapLauncher(Launcher):
             protections.append("seccomp")
         if self.privileged:
             protections += ["per-session-uid", "data-quota"]
+            if self._disks is not None:
+                protections.append("data-disk")
             for hierarchy in self._hierarchies:
                 protections += [f"cgroup-{c}" for c in sorted(hierarchy.controllers)]
                 if hierarchy.has_kill:
@@ -814,7 +805,10 @@ class BwrapLauncher(Launcher):
         gid = slot.uid if slot.uid is not None else os.getgid()
         if self.privileged:
             os.chown(slot.kernel_dir, uid, gid)
-            _mount_tmpfs(slot.data_dir, self.limits.data_size, self.limits.data_inodes, uid, gid)
+            if self._disks is not None:
+                self._disks.create(slot.number, slot.data_dir, uid, gid)
+            else:
+                mount_tmpfs(slot.data_dir, self.limits.data_size, self.limits.data_inodes, uid, gid)
         key = secrets.token_hex(32)
         base = {"transport": "ipc", "key": key, "signature_scheme": "hmac-sha256", "kernel_name": "", **CHANNEL_PORTS}
         kernel_file = slot.kernel_dir / "kernel.json"
@@ -920,6 +914,13 @@ class BwrapLauncher(Launcher):
 
     # ----------------------------------------------------------------- stop
 
+    def _remove_data(self, slot: _Slot) -> None:
+        """Unmount the slot's data area and delete its disk image."""
+        if self._disks is not None:
+            self._disks.remove(slot.number, slot.data_dir)
+        else:
+            unmount(slot.data_dir)
+
     def _release_slot(self, slot: _Slot, cgroups: _SessionCgroups) -> None:
         """Undo :meth:`_prepare_slot` and the cgroups; called by :meth:`BwrapSandbox.kill_sync`."""
         try:
@@ -927,7 +928,7 @@ class BwrapLauncher(Launcher):
                 _kill_uid(slot.uid)  # nothing may outlive the session under its uid
                 _reap_zombie_children(slot.uid)
             cgroups.remove()
-            _unmount(slot.data_dir)
+            self._remove_data(slot)
             shutil.rmtree(slot.state_dir, ignore_errors=True)
         finally:
             with self._lock:
