@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import wire
-from .._runtime import pid_alive, runtime_dir, write_private
+from .._runtime import POOL_TOKEN_PREFIX, POOL_TOKEN_SUFFIX, pid_alive, process_running, runtime_dir, token_file_pid, write_private
 from .image import ImageInfo, find_image
 from .sandbox import Launcher, SandboxError, SandboxLimits, SandboxLimitsError
 from .sessions import PoolConfig, SessionManager
@@ -155,6 +155,15 @@ def _live_leases(lease_dir: Path) -> tuple[int, int]:
     return alive, total
 
 
+def _remove_dead_pools_token_files(directory: Path) -> None:
+    """Delete the token files of pools that were killed (a pool removes its own when it exits normally)."""
+    for path in directory.glob(f"{POOL_TOKEN_PREFIX}*{POOL_TOKEN_SUFFIX}"):
+        pid = token_file_pid(path.name)
+        if pid is not None and pid != os.getpid() and not process_running(pid):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 async def _watch_leases(lease_dir: Path, stop: asyncio.Event, runtime_file: Path | None, grace: float = 2.0, first_lease_wait: float = 60.0) -> None:
     """Stop the pool once no lease holder is alive (the last kernel ended).
 
@@ -226,9 +235,10 @@ async def serve(args: argparse.Namespace) -> int:
     manager = SessionManager(launcher, config)
     token = args.token or secrets.token_urlsafe(32)
     runtime_dir_path = runtime_dir()
+    _remove_dead_pools_token_files(runtime_dir_path)
     token_file: Path | None = None
     if not args.token:
-        token_file = args.token_file or runtime_dir_path / f"pool-{os.getpid()}.token"
+        token_file = args.token_file or runtime_dir_path / f"{POOL_TOKEN_PREFIX}{os.getpid()}{POOL_TOKEN_SUFFIX}"
         write_private(token_file, token + "\n")
 
     app = create_app(manager, token=token, strict=args.azure_strict, metadata=metadata_provider(image, launcher, manager, args.azure_strict))
