@@ -7,9 +7,12 @@ dead pool left behind can be counted exactly.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,12 +21,13 @@ import httpx
 import pytest
 from jupyter_client.manager import start_new_kernel
 
+from azure_sessions_kernel.client import LocalPoolLease, TransportError
+from azure_sessions_kernel.kernel._remote import RemoteSession, SessionLostError
 from azure_sessions_kernel.pool.sandbox.bwrap import DEFAULT_UID_BASE, STATE_ROOT_ENV, UID_BASE_ENV
 from azure_sessions_kernel.pool.sandbox.disks import default_disk_root
+from azure_sessions_kernel.pool.server import _remove_dead_pools_token_files
 
 from ._support import KERNEL_NAME, environment, execute, install_kernelspec, write_kernel_config
-
-pytestmark = pytest.mark.slow
 
 V = "2025-10-02-preview"
 STATE_ROOT = Path((os.environ.get(STATE_ROOT_ENV) or "/run/ask") + "-die")
@@ -85,6 +89,71 @@ def _is_zombie_child(pid: int, parent: int) -> bool:
     return fields[0] == "Z" and int(fields[1]) == parent
 
 
+def _lease(process: subprocess.Popen[bytes], *, ours: bool) -> LocalPoolLease:
+    return LocalPoolLease("http://127.0.0.1:9", "token", {}, False, process.pid, process=process if ours else None)
+
+
+def _sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def test_a_lease_on_a_pool_this_kernel_started_reaps_it_when_it_dies() -> None:
+    pool = _sleeper()
+    lease = _lease(pool, ours=True)
+    assert lease.alive() and not lease.died(within=0.05)
+    pool.kill()
+    assert lease.died(within=5) and pool.returncode == -signal.SIGKILL  # waited for: no zombie
+
+
+def test_a_lease_on_another_kernels_pool_counts_its_zombie_as_dead() -> None:
+    pool = _sleeper()
+    try:
+        lease = _lease(pool, ours=False)
+        assert lease.alive()
+        os.kill(pool.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{pool.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not lease.alive()  # a zombie its parent has not reaped yet is a dead pool
+    finally:
+        pool.wait()
+
+
+def test_a_transport_error_is_a_lost_session_only_when_the_local_pool_died() -> None:
+    async def main() -> None:
+        pool = _sleeper()
+        session = RemoteSession(endpoint=None, token=None, api_version="2025-10-02-preview", identifier="died")
+        session._lease = _lease(pool, ours=True)
+        session._prepared_session = "died"
+        with pytest.raises(Exception) as alive:  # the pool runs: a network problem, as before
+            with session._client_errors():
+                raise TransportError("connection reset")
+        assert type(alive.value).__name__ == "BackendError"
+        pool.kill()
+        with pytest.raises(SessionLostError, match="variables and files are lost. This cell was cut off"):
+            with session._client_errors():
+                raise TransportError("connection reset")
+        assert session._prepared_session is None  # the next cell starts over, without a second error
+        session._prepared_session = "died"  # had it died between cells: the next cell is told, once
+        with pytest.raises(SessionLostError, match="This cell did not run"):
+            await session.connect()
+        assert session._lease is None and session.backend is None
+
+    asyncio.run(main())
+
+
+def test_a_new_pool_removes_the_token_files_of_killed_pools(tmp_path: Path) -> None:
+    dead = _sleeper()
+    dead.kill()
+    dead.wait()
+    for pid in (dead.pid, os.getpid()):
+        (tmp_path / f"pool-{pid}.token").write_text("secret\n")
+    (tmp_path / "pool-x.token").write_text("not ours\n")
+    _remove_dead_pools_token_files(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"pool-{os.getpid()}.token", "pool-x.token"])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["live", "strict"])
 def test_a_killed_pool_fails_the_running_cell_and_the_next_cell_gets_a_new_pool(mode: str, tmp_path: Path) -> None:
     jupyter_path = install_kernelspec(tmp_path / "prefix")
