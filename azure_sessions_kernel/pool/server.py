@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     pool = p.add_argument_group("sessions")
     pool.add_argument("--max-sessions", type=int, default=100, help="sessions allowed at once; a new identifier beyond it gets 429 with Retry-After (default: 100)")
     pool.add_argument("--ready-sessions", type=int, default=1, help="sandboxes kept started for new identifiers, like Azure's ready sessions (default: 1)")
+    pool.add_argument("--parallel-starts", type=int, default=PoolConfig().parallel_starts, metavar="N",
+                      help="sandboxes started at once when a burst of new identifiers arrives or the ready pool "
+                           "refills; the others wait their turn (default: the number of CPUs, at least 2)")
     pool.add_argument("--preload", type=_modules, default=DEFAULT_PRELOAD, metavar="MODULES",
                       help="comma-separated modules imported into each ready session before it is claimed, bound to no "
                            f"name; 'none' turns it off (default: {','.join(DEFAULT_PRELOAD) or 'none'})")
@@ -231,7 +234,8 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    config = PoolConfig(max_sessions=args.max_sessions, ready_sessions=args.ready_sessions, cooldown=args.cooldown, preload=args.preload)
+    config = PoolConfig(max_sessions=args.max_sessions, ready_sessions=args.ready_sessions, cooldown=args.cooldown,
+                        preload=args.preload, parallel_starts=args.parallel_starts)
     manager = SessionManager(launcher, config)
     token = args.token or secrets.token_urlsafe(32)
     runtime_dir_path = runtime_dir()
@@ -309,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.keyfile and not args.certfile:
         print("error: --keyfile needs --certfile.", file=sys.stderr)
         return 2
-    if args.max_sessions < 1 or args.ready_sessions < 0 or args.pids < 8 or args.cpus <= 0 or args.data_inodes < 16:
-        print("error: --max-sessions >= 1, --ready-sessions >= 0, --pids >= 8, --cpus > 0 and --data-inodes >= 16 are required.", file=sys.stderr)
+    if args.max_sessions < 1 or args.ready_sessions < 0 or args.pids < 8 or args.cpus <= 0 or args.data_inodes < 16 or args.parallel_starts < 1:
+        print("error: --max-sessions >= 1, --ready-sessions >= 0, --pids >= 8, --cpus > 0, --data-inodes >= 16 and "
+              "--parallel-starts >= 1 are required.", file=sys.stderr)
         return 2
     if min(args.memory, args.data_size, args.tmp_size) < 16 << 20:
         print("error: --memory, --data-size and --tmp-size must each be at least 16M.", file=sys.stderr)
