@@ -130,14 +130,21 @@ def acquire_local_pool_sync(serve_args: Sequence[str] = (), *, python: str | Non
     rdir = runtime_dir()
     pool_file, lease_dir = rdir / POOL_FILE, rdir / LEASE_DIR
     lease_dir.mkdir(exist_ok=True, mode=0o700)
-    with open(rdir / LOCK_FILE, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        process = None
-        info = _read_pool_file(pool_file)
-        if info is None or not process_running(info["pid"]) or not _healthy(info):
-            info, process = _start_pool(rdir, pool_file, lease_dir, serve_args, python or sys.executable)
-        lease = lease_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
-        lease.write_text(str(os.getpid()))
+    process = None
+    # Joining a running pool needs no lock (a burst of kernels would queue on it behind one
+    # another's health checks): the lease holds once the pool file still names the same pool
+    # after it is written, since a pool withdraws that file before it counts leases a last time.
+    info = _read_pool_file(pool_file)
+    lease = _take_lease(lease_dir) if info is not None and process_running(info["pid"]) and _healthy(info) else None
+    if lease is None or _read_pool_file(pool_file) != info:
+        if lease is not None:
+            lease.unlink()
+        with open(rdir / LOCK_FILE, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            info = _read_pool_file(pool_file)
+            if info is None or not process_running(info["pid"]) or not _healthy(info):
+                info, process = _start_pool(rdir, pool_file, lease_dir, serve_args, python or sys.executable)
+            lease = _take_lease(lease_dir)
     return LocalPoolLease(
         endpoint=info["endpoint"],
         token=info["token"],
@@ -148,6 +155,12 @@ def acquire_local_pool_sync(serve_args: Sequence[str] = (), *, python: str | Non
         started_here=process is not None,
         process=process,
     )
+
+
+def _take_lease(lease_dir: Path) -> Path:
+    lease = lease_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
+    lease.write_text(str(os.getpid()))
+    return lease
 
 
 async def acquire_local_pool(serve_args: Sequence[str] = (), *, python: str | None = None) -> LocalPoolLease:

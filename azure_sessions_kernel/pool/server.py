@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     pool.add_argument("--ready-sessions", type=int, default=1, help="sandboxes kept started for new identifiers, like Azure's ready sessions (default: 1)")
     pool.add_argument("--parallel-starts", type=int, default=PoolConfig().parallel_starts, metavar="N",
                       help="sandboxes started at once when a burst of new identifiers arrives or the ready pool "
-                           "refills; the others wait their turn (default: the number of CPUs, at least 2)")
+                           "refills; the others wait their turn (default: 4 per CPU)")
     pool.add_argument("--preload", type=_modules, default=DEFAULT_PRELOAD, metavar="MODULES",
                       help="comma-separated modules imported into each ready session before it is claimed, bound to no "
                            f"name; 'none' turns it off (default: {','.join(DEFAULT_PRELOAD) or 'none'})")

@@ -85,10 +85,11 @@ class PoolConfig:
     #: a kernel start takes a core for ~0.7 s, which on a small machine would
     #: otherwise compete with the claiming session's first cell.
     refill_delay: float = 0.3
-    #: Sandboxes that may start at once (each takes a core for ~0.7 s): a burst
-    #: of new identifiers is served in order, a few at a time, instead of
-    #: every start slowing all the others down.
-    parallel_starts: int = dataclasses.field(default_factory=lambda: max(2, os.cpu_count() or 1))
+    #: Sandboxes that may start at once. A start is ~0.7 s of a core plus waits
+    #: (namespaces, mounts, the kernel's sockets), so a few per core overlap
+    #: well; measured on 2 cores (bench/burst_bench.py), 2 at once served a
+    #: burst of 20 later than 8, and 20 at once thrashed.
+    parallel_starts: int = dataclasses.field(default_factory=lambda: 4 * (os.cpu_count() or 1))
 
 
 @dataclasses.dataclass
@@ -183,6 +184,9 @@ class SessionManager:
         self._fail_waiting(SandboxError("the pool is shutting down"), every=True)
         ready, self._ready = self._ready, []
         sessions, self.sessions = list(self.sessions.values()), {}
+        for s in sessions:  # as delete() does: no drain may read a closed channel
+            s.closed = True
+            await self._stop_drain(s)
         await asyncio.gather(
             *(self._dispose(sb, kc) for sb, kc in ready),
             *(self._dispose(s.sandbox, s.kc) for s in sessions),

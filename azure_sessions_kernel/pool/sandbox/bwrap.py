@@ -129,10 +129,12 @@ _MAX_KERNEL_DIR_LEN = 90
 STATE_ROOT_ENV = "AZURE_SESSIONS_KERNEL_STATE_ROOT"
 UID_BASE_ENV = "AZURE_SESSIONS_KERNEL_UID_BASE"
 DEFAULT_UID_BASE = 200_000
+#: Threads that prepare and fork sandboxes at once (each start waits ~0.1 s on bwrap).
+SPAWN_THREADS = 4
 
 
 # --------------------------------------------------------------------------
-# Mounts, processes
+# Processes
 # --------------------------------------------------------------------------
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -604,9 +606,10 @@ class BwrapLauncher(Launcher):
             self._missing["seccomp"] = "disabled by configuration"
         self._clean_stale_slots()
         self._probe()
-        # One long-lived thread forks every sandbox: bwrap's --die-with-parent
-        # fires when the *thread* that forked it exits.
-        self._spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bwrap-spawn")
+        # Long-lived threads fork the sandboxes (bwrap's --die-with-parent fires when
+        # the *thread* that forked it exits; an executor's threads live until shutdown).
+        # A few, because a start spends most of its ~0.1 s waiting for bwrap's namespaces.
+        self._spawner = concurrent.futures.ThreadPoolExecutor(max_workers=SPAWN_THREADS, thread_name_prefix="bwrap-spawn")
 
     # ----------------------------------------------------------------- setup
 
