@@ -23,7 +23,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-
 __all__ = [
     "CHANNEL_PORTS",
     "RUNNER_SOURCE",
