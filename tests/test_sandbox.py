@@ -29,6 +29,8 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from azure_sessions_kernel.pool.image import ImageError, ImageInfo, find_image
 from azure_sessions_kernel.pool.sandbox import bwrap as bwrap_mod
 from azure_sessions_kernel.pool.sandbox import cgroups as cgroups_mod
+from azure_sessions_kernel.pool.sandbox import disks as disks_mod
+from azure_sessions_kernel.pool.sandbox.base import SandboxLimitsError
 from azure_sessions_kernel.pool.sandbox.bwrap import BwrapLauncher, SandboxLimits, SandboxSpec, build_bwrap_argv
 from azure_sessions_kernel.pool.sandbox.insecure import InsecureLauncher
 from azure_sessions_kernel.pool.sandbox.seccomp import build_seccomp_bpf
@@ -555,6 +557,27 @@ class TestLifecycle:
             assert kernel.sandbox.death_reason() == "the session ran out of memory (limit 128 MiB)"
         finally:
             run_async(loop, small.close())
+
+    def test_without_a_disk_data_is_a_tmpfs_within_the_memory_rule(self, image, tmp_path, monkeypatch):
+        shm = Path(tempfile.mkdtemp(dir="/dev/shm"))  # a tmpfs: no place for session disks
+        try:
+            monkeypatch.setenv(disks_mod.DISK_ROOT_ENV, str(shm / "disks"))
+            with pytest.raises(SandboxLimitsError, match=r"\+ --data-size 1 GiB are memory .* because .* is a tmpfs"):
+                BwrapLauncher(image, state_root=STATE_ROOT, uid_base=UID_BASE)
+            limits = SandboxLimits(data_size=128 * MiB, tmp_size=128 * MiB)
+            small = BwrapLauncher(image, limits, state_root=STATE_ROOT, uid_base=UID_BASE)
+            try:
+                assert "is a tmpfs" in small.isolation["missing"]["data-disk"]
+                assert "data-disk" not in small.isolation["protections"]
+                sandbox = small.start_sync()
+                try:
+                    assert os.path.ismount(sandbox.data_dir) and not (shm / "disks").exists()
+                finally:
+                    sandbox.kill_sync()
+            finally:
+                asyncio.run(small.close())
+        finally:
+            shutil.rmtree(shm, ignore_errors=True)
 
     def test_new_launcher_cleans_up_after_a_crashed_server(self, image, launcher):
         script = (

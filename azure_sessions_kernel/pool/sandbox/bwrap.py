@@ -575,12 +575,12 @@ class BwrapLauncher(Launcher):
         self._disks: DataDisks | None = None
         if self.privileged:
             disk_root = default_disk_root(self.state_root)
-            if (problem := data_disk_problem(disk_root)) is None:
+            if (no_disk := data_disk_problem(disk_root)) is None:
                 self._disks = DataDisks(disk_root, self.limits.data_size, self.limits.data_inodes)
             else:
-                self._missing["data-disk"] = f"{problem}: /mnt/data is a tmpfs, counted as the session's memory"
+                self._missing["data-disk"] = f"{no_disk}: /mnt/data is a tmpfs, counted as the session's memory"
             if (problem := self.limits.memory_problem(data_in_memory=self._disks is None)) is not None:
-                raise SandboxLimitsError(problem)
+                raise SandboxLimitsError(problem + (f" (/mnt/data is memory here because {no_disk})" if no_disk else ""))
             _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
             self._hierarchies, cgroup_missing = _detect_hierarchies(self._cgroup_prefix)
             self._missing.update(cgroup_missing)
