@@ -184,6 +184,9 @@ def test_a_killed_pool_fails_the_running_cell_and_the_next_cell_gets_a_new_pool(
         while (reply := kc.get_shell_msg(timeout=30))["parent_header"].get("msg_id") != msg_id:
             pass
         assert time.monotonic() - killed < 8
+        while not (lambda m: m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "status"
+                   and m["content"]["execution_state"] == "idle")(kc.get_iopub_msg(timeout=30)):
+            pass  # as a frontend does before its next cell (ipykernel aborts what arrives before it is idle)
         assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "SessionLostError", reply["content"]
         assert "session pool stopped" in reply["content"]["evalue"] and "variables and files are lost" in reply["content"]["evalue"]
 
