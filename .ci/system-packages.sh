@@ -5,6 +5,8 @@
 set -u
 need=""
 command -v bwrap >/dev/null 2>&1 || need="$need bubblewrap"
+# mkfs.ext4 makes each session's /mnt/data disk (as root; without it /mnt/data is memory).
+{ command -v mkfs.ext4 || [ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin/mkfs.ext4 ]; } >/dev/null 2>&1 || need="$need e2fsprogs"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "Installing system packages for the sandbox:$need"

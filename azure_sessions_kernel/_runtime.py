@@ -19,6 +19,8 @@ LEASE_DIR = "leases"
 LOCK_FILE = "local-pool.lock"
 #: The auto-started pool's standard output and error.
 LOG_FILE = "local-pool.log"
+#: A pool started without ``--token`` writes its token to ``pool-<pid>.token``.
+POOL_TOKEN_PREFIX, POOL_TOKEN_SUFFIX = "pool-", ".token"
 
 
 def runtime_dir() -> Path:
@@ -60,3 +62,22 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def process_running(pid: int) -> bool:
+    """:func:`pid_alive`, but a zombie (a dead process its parent has not reaped yet) counts as dead."""
+    if not pid_alive(pid):
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: trust the signal test
+    return state not in ("Z", "X")
+
+
+def token_file_pid(name: str) -> int | None:
+    """The pool pid in a generated token file's name (``pool-<pid>.token``), else ``None``."""
+    stem = name.removeprefix(POOL_TOKEN_PREFIX).removesuffix(POOL_TOKEN_SUFFIX)
+    if name.startswith(POOL_TOKEN_PREFIX) and name.endswith(POOL_TOKEN_SUFFIX) and stem.isdigit():
+        return int(stem)
+    return None

@@ -1,7 +1,8 @@
 """Every benchmark of issue 5 in one run: ``make bench`` (``.venv/bin/python bench/run_all.py``).
 
 Prints the machine, then figures 1–3 (``kernel_bench``), 4–7
-(``pool_bench``) and 8 (``widget_bench``), each as a table of medians, p99 and ratios with its
+(``pool_bench``), 8 (``burst_bench``, issue 12) and 9 (``widget_bench``, issue 10), each as a table of
+medians, p99 and ratios with its
 baseline and target beside it. A benchmark that fails is reported and the
 rest still run: benchmarks report, they never fail the build (exit 0).
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import burst_bench  # noqa: E402
 import kernel_bench  # noqa: E402
 import pool_bench  # noqa: E402
 import widget_bench  # noqa: E402
@@ -42,10 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# azure-sessions-kernel benchmarks\n\nmachine: {machine()}")
     print("Ratios compare figures measured in this same run; absolute times drift on a shared machine.")
     quick = ["--quick"] if args.quick else []
+    burst = ["--kernels", "10"] if args.quick else []
     benches = (
         ("kernel (figures 1-3)", lambda: kernel_bench.main(quick)),
         ("pool (figures 4-7)", lambda: pool_bench.main(quick)),
-        ("widgets (figure 8)", lambda: widget_bench.main(quick)),
+        ("burst (figure 8)", lambda: burst_bench.main(burst)),
+        ("widgets (figure 9)", lambda: widget_bench.main(quick)),
     )
     for name, run in benches:
         t = time.monotonic()

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append([f"  p99", ms(o99), ms(l99), f"{o99 / l99:5.2f}", ""])
         finally:
             local.close()
-    table(f"8. Widget round trip ({samples} interleaved samples each)", header, rows)
+    table(f"9. Widget round trip ({samples} interleaved samples each)", header, rows)
     return 0
 
 

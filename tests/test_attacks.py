@@ -38,7 +38,8 @@ from typing import Any
 import httpx
 import pytest
 
-from azure_sessions_kernel.pool.bwrap import STATE_ROOT_ENV, UID_BASE_ENV, SandboxLimits, sandbox_environment
+from azure_sessions_kernel.pool.sandbox.disks import default_disk_root
+from azure_sessions_kernel.pool.sandbox.bwrap import DEFAULT_UID_BASE, STATE_ROOT_ENV, UID_BASE_ENV, SandboxLimits, sandbox_environment
 from azure_sessions_kernel.pool.image import find_image
 
 from .conftest import REPO, RunningPool, launch_pool
@@ -53,10 +54,13 @@ pytestmark = [
 
 V = "2025-10-02-preview"
 MiB = 1 << 20
-STATE_ROOT = Path("/run/ask-atk")
-UID_BASE = 280_000  # apart from the default pool (200000+) and test_sandbox (260000+)
+# Beside the state root and uid range of this run's pools ($AZURE_SESSIONS_KERNEL_STATE_ROOT/_UID_BASE),
+# apart from the conftest pools (base+) and test_sandbox (base+60000+), so runs side by side never meet.
+STATE_ROOT = Path((os.environ.get(STATE_ROOT_ENV) or "/run/ask") + "-atk")
+UID_BASE = int(os.environ.get(UID_BASE_ENV) or DEFAULT_UID_BASE) + 80_000
 POOL_ENV = {STATE_ROOT_ENV: str(STATE_ROOT), UID_BASE_ENV: str(UID_BASE)}
 CGROUP_PREFIX = f"azure-sessions-{STATE_ROOT.name}"
+DISK_ROOT = default_disk_root(STATE_ROOT)  # the sessions' /mnt/data images, on the host disk
 # Small limits keep the bombs fast; memory leaves room for a full /tmp (256 MiB) plus the kernel.
 MEMORY, PIDS, DATA, CPUS = 640 * MiB, 64, 32 * MiB, 0.5
 LIMITS = ["--memory", "640M", "--pids", str(PIDS), "--data-size", "32M", "--cpus", str(CPUS), "--cooldown", "600"]
@@ -632,7 +636,7 @@ def test_f4_sessions_do_not_see_each_other(api, bystander, session):
     assert_unharmed(api, bystander)
 
 
-def test_f5_data_quota_gives_enospc_and_the_host_disk_is_not_used(api, bystander, session):
+def test_f5_data_quota_gives_enospc_and_host_disk_use_is_bounded(api, bystander, session):
     fill = PRELUDE + (
         "n = 0\n"
         "try:\n"
@@ -641,8 +645,9 @@ def test_f5_data_quota_gives_enospc_and_the_host_disk_is_not_used(api, bystander
         "except OSError as e: err = errno.errorcode[e.errno]\n"
         "os.remove('/mnt/data/fill')\n"
         "made = 0\n"
+        "os.mkdir('/mnt/data/i')\n"  # a directory's blocks are freed only with the directory
         "try:\n"
-        "    while True: os.mknod(f'/mnt/data/i{made}'); made += 1\n"
+        "    while True: os.mknod(f'/mnt/data/i/{made}'); made += 1\n"
         "except OSError as e: ierr = errno.errorcode[e.errno]\n"
         "r = [err, n, ierr, made]"
     )
@@ -650,12 +655,74 @@ def test_f5_data_quota_gives_enospc_and_the_host_disk_is_not_used(api, bystander
     err, mib, ierr, made = api.value(session, fill, timeout=120)
     assert err == "ENOSPC" and DATA // MiB - 2 <= mib <= DATA // MiB
     assert ierr == "ENOSPC" and DEFAULTS.data_inodes - 16 <= made < DEFAULTS.data_inodes
-    assert os.stat(where.data_dir).st_dev != os.stat(STATE_ROOT).st_dev  # a tmpfs of its own, not the host disk
+    assert os.stat(where.data_dir).st_dev != os.stat(STATE_ROOT).st_dev  # a file system of its own
     # The pool's file API reports the full area as 507, and nothing is left of the refused upload.
-    api.value(session, "import os\nfor n in os.listdir('/mnt/data'):\n    n.startswith('i') and os.remove('/mnt/data/' + n)\nopen('/mnt/data/full', 'wb').write(b'x' * (31 << 20))\nr = 1")
+    api.value(session, "import shutil\nshutil.rmtree('/mnt/data/i')\nopen('/mnt/data/full', 'wb').write(b'x' * (31 << 20))\nr = 1")
     assert api.upload(session, "more.bin", b"y" * (4 * MiB)).status_code == 507
+    # On the host the session's disk takes what it holds, and not much more, however full.
+    image = DISK_ROOT / f"{where.slot}.img"
+    assert 31 * MiB <= os.stat(image).st_blocks * 512 <= DATA + 4 * MiB
     assert [f["name"] for f in api.http.get("/files", params=api.q(session)).json()["value"]] == ["full"]
     assert_unharmed(api, bystander)
+
+
+def test_f5_the_data_disk_is_out_of_reach(api, bystander, session):
+    """/mnt/data is a loop-mounted image on the host disk: the session cannot reach the device, the
+    image or another file system from it, and the pool's file API never follows a link to the image."""
+    where = locate(api, session)
+    image = DISK_ROOT / f"{where.slot}.img"
+    assert image.exists()
+    code = PRELUDE + (
+        "import glob, stat\n"
+        "options = [l.split()[5] for l in open('/proc/self/mountinfo') if l.split()[4] == '/mnt/data'][0].split(',')\n"
+        "open('/mnt/data/s', 'w').close(); os.chmod('/mnt/data/s', 0o4755)\n"
+        f"os.symlink({str(image)!r}, '/mnt/data/img'); os.symlink({str(DISK_ROOT)!r}, '/mnt/data/disks')\n"
+        "r = [sorted(glob.glob('/dev/loop*')), outcome(os.open, '/dev/loop0', os.O_RDONLY),\n"
+        "     'nosuid' in options and 'nodev' in options, os.path.exists('/mnt/data/img'), os.path.exists('/var/lib'),\n"
+        "     outcome(os.link, '/mnt/data/s', '/tmp/s'), outcome(os.rename, '/mnt/data/s', '/tmp/s'),\n"
+        "     outcome(os.mknod, '/mnt/data/b', stat.S_IFBLK | 0o600, os.makedev(7, 0)),\n"
+        "     sorted(os.listdir('/mnt/data'))]"
+    )
+    assert api.value(session, code) == [[], "ENOENT", True, False, False, "EXDEV", "EXDEV", "EPERM", ["disks", "img", "s"]]
+    for name in ("img", "disks"):
+        r = api.download(session, name)
+        assert r.status_code in (400, 404), (name, r.status_code)
+    assert api.http.get("/files", params=api.q(session, path="disks")).status_code in (400, 404)
+    assert api.upload(session, "x.img", b"x", path="disks").status_code in (400, 404)
+    api.settle()
+    assert sorted(p.name for p in DISK_ROOT.iterdir() if not p.name.startswith("template")) == sorted(
+        f"{n}.img" for n in {int(p.name) for p in STATE_ROOT.iterdir() if p.name.isdigit()}
+    )
+    assert_unharmed(api, bystander)
+
+
+@pytest.mark.parametrize("which", ["local_pool", "strict_pool"])
+def test_f5_filling_the_data_disk_at_default_limits_raises_and_keeps_the_session(which, request):
+    """Issue 12: 1.5 GB written to /mnt/data at default limits (memory 1 GiB, data 1 GiB) is an
+    OSError, not an OOM kill; the variables survive and the upload route answers 507."""
+    api = Api(request.getfixturevalue(which))
+    ident = "fill-" + secrets.token_hex(6)
+    try:
+        api.value(ident, "keep = bytearray(b'k' * (200 << 20))\nmarker = 'still here'\nr = 1")
+        code = PRELUDE + (
+            "written, err = 0, None\n"
+            "chunk = b'x' * (8 << 20)\n"
+            "try:\n"
+            "    for i in range(6):\n"  # 6 x 256 MiB: past the data disk, each below RLIMIT_FSIZE
+            "        with open(f'/mnt/data/big-{i}', 'wb') as f:\n"
+            "            for _ in range(32): f.write(chunk); written += len(chunk)\n"
+            "except OSError as e: err = errno.errorcode[e.errno]\n"
+            "r = [err, written]"
+        )
+        err, written = api.value(ident, code, timeout=180)
+        assert err == "ENOSPC" and DEFAULTS.data_size - 64 * MiB <= written <= DEFAULTS.data_size
+        assert api.value(ident, "r = [marker, len(keep)]") == ["still here", 200 << 20]
+        assert api.upload(ident, "more.bin", b"y" * MiB).status_code == 507
+        api.value(ident, "import os\nfor n in os.listdir('/mnt/data'): os.remove('/mnt/data/' + n)\nr = 1")
+        assert api.upload(ident, "more.bin", b"y" * MiB).status_code in (200, 201)
+    finally:
+        api.http.delete("/session", params=api.q(ident))
+        api.http.close()
 
 
 def test_f6_tmp_and_dev_shm_fill_up_at_their_size(api, bystander, session):
@@ -1094,6 +1161,7 @@ def test_zz_nothing_is_left_once_the_pools_stop(pool, api, bystander, insecure_p
     assert pool.stop() == 0 and insecure_pool.stop() == 0
     assert leftovers() == {}
     assert sorted(p.name for p in STATE_ROOT.iterdir()) == ["etc", "runner", "slots"]
+    assert [p.name for p in DISK_ROOT.iterdir() if not p.name.startswith("template-")] == []
     assert not [p for p in cgroup_parents() if any(c.is_dir() for c in p.iterdir())]
     assert not [pid for uid in range(UID_BASE, UID_BASE + 1000) for pid in processes_of(uid)]
     assert LOCATED and not [d for d in LOCATED if d.exists()]

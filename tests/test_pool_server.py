@@ -183,6 +183,15 @@ def test_insecure_mode_warns_loudly_and_says_so_in_metadata():
     assert "WARNING: --insecure-no-sandbox" in warning and "full access to this machine" in warning
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's memory limit is a cgroup only as root")
+def test_the_pool_refuses_limits_that_let_files_oom_kill_a_session():
+    r = subprocess.run([sys.executable, "-m", "azure_sessions_kernel", "serve", "--memory", "512M"],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "--tmp-size 256 MiB + /dev/shm 64 MiB are memory" in r.stderr and "--memory (512 MiB)" in r.stderr
+    assert "--insecure-no-sandbox" not in r.stderr
+
+
 def test_without_a_working_sandbox_the_pool_refuses_to_start():
     r = subprocess.run([sys.executable, "-m", "azure_sessions_kernel", "serve", "--bwrap", "/nonexistent/bwrap"],
                        capture_output=True, text=True, cwd=REPO, timeout=60)

@@ -26,14 +26,19 @@ from typing import Any
 import pytest
 from jupyter_client.asynchronous import AsyncKernelClient
 
-from azure_sessions_kernel.pool import bwrap as bwrap_mod
-from azure_sessions_kernel.pool.bwrap import BwrapLauncher, SandboxLimits, SandboxSpec, build_bwrap_argv, build_seccomp_bpf
 from azure_sessions_kernel.pool.image import ImageError, ImageInfo, find_image
-from azure_sessions_kernel.pool.insecure import InsecureLauncher
+from azure_sessions_kernel.pool.sandbox import bwrap as bwrap_mod
+from azure_sessions_kernel.pool.sandbox import cgroups as cgroups_mod
+from azure_sessions_kernel.pool.sandbox import disks as disks_mod
+from azure_sessions_kernel.pool.sandbox.base import SandboxLimitsError
+from azure_sessions_kernel.pool.sandbox.bwrap import BwrapLauncher, SandboxLimits, SandboxSpec, build_bwrap_argv
+from azure_sessions_kernel.pool.sandbox.insecure import InsecureLauncher
+from azure_sessions_kernel.pool.sandbox.seccomp import build_seccomp_bpf
 
 MiB = 1024 * 1024
-STATE_ROOT = "/run/ask-test"
-UID_BASE = 260_000  # away from the server's default range (200000+)
+# Beside this run's pools ($AZURE_SESSIONS_KERNEL_STATE_ROOT/_UID_BASE), so runs side by side never meet.
+STATE_ROOT = (os.environ.get(bwrap_mod.STATE_ROOT_ENV) or "/run/ask") + "-test"
+UID_BASE = int(os.environ.get(bwrap_mod.UID_BASE_ENV) or bwrap_mod.DEFAULT_UID_BASE) + 60_000
 
 IS_ROOT = os.geteuid() == 0
 HAS_BWRAP = shutil.which("bwrap") is not None
@@ -256,13 +261,13 @@ def test_pure_cgroup_v2_layout(tmp_path):
     (root / "ask").mkdir()
     (root / "ask" / "cgroup.kill").write_text("")
     mountinfo = f"35 24 0:30 / {root} rw,nosuid,nodev shared:9 - cgroup2 cgroup2 rw,nsdelegate\n"
-    hierarchies, missing = bwrap_mod._detect_hierarchies("ask", mountinfo, "0::/system.slice/pool.service\n")
+    hierarchies, missing = cgroups_mod._detect_hierarchies("ask", mountinfo, "0::/system.slice/pool.service\n")
     assert missing == {}
     [v2] = hierarchies
     assert (v2.version, v2.controllers, v2.parent, v2.has_kill) == (2, {"cpu", "memory", "pids"}, root / "ask", True)
     assert (root / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
 
-    cgroups = bwrap_mod._SessionCgroups.create(hierarchies, "3", SandboxLimits(memory=128 * MiB, pids=64, cpus=0.5))
+    cgroups = cgroups_mod._SessionCgroups.create(hierarchies, "3", SandboxLimits(memory=128 * MiB, pids=64, cpus=0.5))
     leaf = root / "ask" / "3"
     assert {name: (leaf / name).read_text() for name in ("memory.max", "pids.max", "cpu.max", "memory.oom.group")} == {
         "memory.max": str(128 * MiB), "pids.max": "64", "cpu.max": "50000 100000", "memory.oom.group": "1"}
@@ -283,7 +288,7 @@ def test_hybrid_cgroup_layout_nests_v1_memory_under_our_own(tmp_path):
         for i, (name, path) in enumerate(mounts.items())
     )
     own = "5:memory:/agents/a1\n4:pids:/\n3:cpu,cpuacct:/\n0::/\n"
-    hierarchies, missing = bwrap_mod._detect_hierarchies("ask", mountinfo, own)
+    hierarchies, missing = cgroups_mod._detect_hierarchies("ask", mountinfo, own)
     parents = {(h.version, tuple(sorted(h.controllers))): h.parent for h in hierarchies}
     assert parents == {
         (1, ("memory",)): mounts["memory"] / "agents" / "a1" / "ask",
@@ -292,6 +297,15 @@ def test_hybrid_cgroup_layout_nests_v1_memory_under_our_own(tmp_path):
         (2, ()): mounts["unified"] / "ask",
     }
     assert set(missing) == {"cgroup-kill"}  # a plain directory has no cgroup.kill
+
+
+def test_files_in_memory_may_take_at_most_half_of_the_memory_limit():
+    assert SandboxLimits().memory_problem(data_in_memory=False) is None  # 256 MiB /tmp + 64 MiB /dev/shm of 1 GiB
+    problem = SandboxLimits().memory_problem(data_in_memory=True)  # a tmpfs /mnt/data of 1 GiB would not fit
+    assert problem and "--data-size 1 GiB" in problem and "--memory (1 GiB)" in problem
+    problem = SandboxLimits(memory=512 * MiB, tmp_size=256 * MiB).memory_problem(data_in_memory=False)
+    assert problem and problem.startswith("--tmp-size 256 MiB + /dev/shm 64 MiB are memory")
+    assert SandboxLimits(memory=640 * MiB, tmp_size=256 * MiB).memory_problem(data_in_memory=False) is None
 
 
 def test_find_image_names_the_fix_when_missing(tmp_path):
@@ -434,7 +448,7 @@ class TestIsolation:
             assert run_async(loop, kernel.value(code)) == "ConnectionRefusedError"
 
     def test_host_files_are_not_there(self, kernel, loop):
-        code = "import os; [os.path.exists(p) for p in ('/root', '/etc/shadow', '/work', '/run/ask-test', '/home')]"
+        code = f"import os; [os.path.exists(p) for p in ('/root', '/etc/shadow', '/work', {STATE_ROOT!r}, '/home')]"
         assert run_async(loop, kernel.value(code)) == [False] * 5
         assert run_async(loop, kernel.value("sorted(int(p) for p in os.listdir('/proc') if p.isdigit())")) == [1, 2]
 
@@ -477,7 +491,7 @@ class TestIsolation:
         assert {"network-namespace", "seccomp", "no-capabilities"} <= set(isolation["protections"])
         assert "vm-boundary" in isolation["missing"]
         if IS_ROOT:
-            assert {"per-session-uid", "cgroup-memory", "cgroup-pids", "data-quota"} <= set(isolation["protections"])
+            assert {"per-session-uid", "cgroup-memory", "cgroup-pids", "data-quota", "data-disk"} <= set(isolation["protections"])
 
 
 # --------------------------------------------------------------------------
@@ -495,19 +509,21 @@ class TestLifecycle:
         uid, leaves = sandbox.uid, [leaf for _, leaf in sandbox._cgroups.leaves]
         assert leaves and all(leaf.is_dir() for leaf in leaves)
         assert os.path.ismount(sandbox.data_dir)
+        image = launcher._disks.image(sandbox.slot)
+        assert image.exists() and os.stat(sandbox.data_dir).st_uid == uid
         # A daemon that left the kernel's session and process group.
         run_async(loop, kernel.execute("import subprocess; subprocess.Popen(\"setsid sh -c 'sleep 1000 &'\", shell=True).wait()"))
         assert bwrap_mod._processes_of_uid(uid)
         run_async(loop, stop_kernel(kernel))
         assert bwrap_mod._processes_of_uid(uid) == []
-        assert not os.path.ismount(sandbox.data_dir) and not sandbox.data_dir.parent.exists()
+        assert not os.path.ismount(sandbox.data_dir) and not sandbox.data_dir.parent.exists() and not image.exists()
         assert not any(leaf.exists() for leaf in leaves)
         assert not sandbox.is_alive() and sandbox.death_reason() == "the session was stopped"
         run_async(loop, sandbox.kill())  # a second kill is harmless
 
     def test_memory_and_data_limits(self, image, loop):
         small = BwrapLauncher(
-            image, SandboxLimits(memory=128 * MiB, data_size=4 * MiB, pids=48), state_root=STATE_ROOT, uid_base=UID_BASE
+            image, SandboxLimits(memory=128 * MiB, data_size=4 * MiB, tmp_size=16 * MiB, pids=48), state_root=STATE_ROOT, uid_base=UID_BASE
         )
         try:
             kernel = run_async(loop, start_kernel(small))
@@ -542,10 +558,31 @@ class TestLifecycle:
         finally:
             run_async(loop, small.close())
 
+    def test_without_a_disk_data_is_a_tmpfs_within_the_memory_rule(self, image, tmp_path, monkeypatch):
+        shm = Path(tempfile.mkdtemp(dir="/dev/shm"))  # a tmpfs: no place for session disks
+        try:
+            monkeypatch.setenv(disks_mod.DISK_ROOT_ENV, str(shm / "disks"))
+            with pytest.raises(SandboxLimitsError, match=r"\+ --data-size 1 GiB are memory .* because .* is a tmpfs"):
+                BwrapLauncher(image, state_root=STATE_ROOT, uid_base=UID_BASE)
+            limits = SandboxLimits(data_size=128 * MiB, tmp_size=128 * MiB)
+            small = BwrapLauncher(image, limits, state_root=STATE_ROOT, uid_base=UID_BASE)
+            try:
+                assert "is a tmpfs" in small.isolation["missing"]["data-disk"]
+                assert "data-disk" not in small.isolation["protections"]
+                sandbox = small.start_sync()
+                try:
+                    assert os.path.ismount(sandbox.data_dir) and not (shm / "disks").exists()
+                finally:
+                    sandbox.kill_sync()
+            finally:
+                asyncio.run(small.close())
+        finally:
+            shutil.rmtree(shm, ignore_errors=True)
+
     def test_new_launcher_cleans_up_after_a_crashed_server(self, image, launcher):
         script = (
             "import json, sys, time\n"
-            "from azure_sessions_kernel.pool.bwrap import BwrapLauncher\n"
+            "from azure_sessions_kernel.pool.sandbox.bwrap import BwrapLauncher\n"
             "from jupyter_client import BlockingKernelClient\n"
             f"sandbox = BwrapLauncher(state_root={STATE_ROOT!r}, uid_base={UID_BASE}).start_sync()\n"
             # Crash while the session runs. (In the first ~50 ms after start,
@@ -554,7 +591,7 @@ class TestLifecycle:
             "client = BlockingKernelClient(); client.load_connection_info(sandbox.connection_info)\n"
             "client.start_channels(); client.wait_for_ready(timeout=30)\n"
             "print(json.dumps({'uid': sandbox.uid, 'state': str(sandbox.data_dir.parent), 'pids': [sandbox.pid, sandbox.child_pid],"
-            " 'leaves': [str(l) for _, l in sandbox._cgroups.leaves]}), flush=True)\n"
+            " 'leaves': [str(l) for _, l in sandbox._cgroups.leaves], 'image': str(sandbox._launcher._disks.image(sandbox.slot))}), flush=True)\n"
             "time.sleep(60)\n"
         )
         server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -573,12 +610,13 @@ class TestLifecycle:
         BwrapLauncher(image, state_root=STATE_ROOT, uid_base=UID_BASE)
         assert not Path(crashed["state"]).exists()
         assert not any(Path(leaf).exists() for leaf in crashed["leaves"])
+        assert not Path(crashed["image"]).exists()
 
 
 UNPRIVILEGED_SERVER = r"""
 import asyncio, json, os, sys
 from jupyter_client.asynchronous import AsyncKernelClient
-from azure_sessions_kernel.pool.bwrap import BwrapLauncher
+from azure_sessions_kernel.pool.sandbox.bwrap import BwrapLauncher
 
 async def main():
     launcher = BwrapLauncher()
@@ -623,7 +661,7 @@ def test_unprivileged_server_still_sandboxes(image):
     staging = Path(tempfile.mkdtemp(prefix="ask-unpriv-"))
     try:
         staging.chmod(0o755)
-        package = Path(bwrap_mod.__file__).parents[1]
+        package = Path(bwrap_mod.__file__).parents[2]
         shutil.copytree(package, staging / "azure_sessions_kernel", ignore=shutil.ignore_patterns("__pycache__", "kernel", "client"))
         seccomp_src = Path(importlib.util.find_spec("pyseccomp").origin)
         shutil.copytree(seccomp_src.parent, staging / seccomp_src.parent.name) if seccomp_src.name == "__init__.py" else shutil.copy(seccomp_src, staging)

@@ -6,6 +6,7 @@ here is a real ``azure-sessions-kernel serve`` with its sandbox.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 
@@ -69,6 +70,25 @@ def test_pool_refills_after_claims_and_deletes(start_pool):
         assert wait_ready(http, 2)["activeSessions"] == 2  # two claims, two replacements
         http.delete("/session", params={"api-version": V, "identifier": "refill-a-0001"})
         assert wait_ready(http, 2)["activeSessions"] == 1
+
+
+def test_a_burst_of_new_identifiers_is_served_and_the_pool_refills(start_pool):
+    """Issue 12: more new identifiers at once than ready sandboxes and than parallel starts; each gets a
+    fresh session of its own, and the ready pool is back at its target afterwards."""
+    pool = start_pool("--preload", "none", "--parallel-starts", "2", ready=2)
+    with client(pool) as http:
+        wait_ready(http, 2)
+        code = "import os\nopen(f'/mnt/data/{ident}', 'w').close()\nsorted(os.listdir('/mnt/data'))"
+        idents = [f"burst-{i}-0001" for i in range(6)]
+
+        def first_cell(ident: str) -> str:
+            with client(pool) as own:  # a connection each, all at once
+                return run(own, ident, f"ident = {ident!r}\n{code}")
+
+        with concurrent.futures.ThreadPoolExecutor(len(idents)) as workers:
+            listings = list(workers.map(first_cell, idents))
+        assert listings == [f"['{ident}']" for ident in idents]
+        assert wait_ready(http, 2)["activeSessions"] == 6
 
 
 def test_session_from_the_pool_is_fresh(local_pool, identifier):

@@ -19,6 +19,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 import httpx
 
 from .. import wire
-from .._runtime import LEASE_DIR, LOCK_FILE, LOG_FILE, POOL_FILE, pid_alive, runtime_dir
+from .._runtime import LEASE_DIR, LOCK_FILE, LOG_FILE, POOL_FILE, process_running, runtime_dir
 from ._exceptions import ConfigurationError
 
 __all__ = ["LocalPoolLease", "acquire_local_pool", "acquire_local_pool_sync"]
@@ -41,7 +42,9 @@ class LocalPoolLease:
     """A running local pool and this process's claim on it.
 
     ``release()`` (idempotent) drops the claim; the pool ends when the last
-    claim is gone. The token is kept out of ``repr``.
+    claim is gone. The token is kept out of ``repr``. ``process`` is the pool
+    when this process started it: a thread waits for it, so that a pool that
+    dies is reaped at once instead of staying a zombie under the kernel.
     """
 
     endpoint: str
@@ -51,6 +54,35 @@ class LocalPoolLease:
     pid: int
     lease_file: Path | None = dataclasses.field(default=None, repr=False)
     started_here: bool = False
+    process: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.process is not None:
+            threading.Thread(target=self.process.wait, name="local-pool-reaper", daemon=True).start()
+
+    def alive(self) -> bool:
+        """Whether the pool process still runs (a zombie does not).
+
+        Called by the kernel before each connection and after a transport
+        error, to tell a pool that died (killed, crashed: its sessions and
+        their state are gone) from one that is only slow to answer.
+        """
+        if self.process is not None:
+            return self.process.returncode is None
+        return process_running(self.pid)
+
+    def died(self, within: float = 0.5) -> bool:
+        """Whether the pool is dead or dies within ``within`` seconds.
+
+        A killed process closes its sockets a moment before it can be seen
+        to exit, so a transport error may arrive first.
+        """
+        deadline = time.monotonic() + within
+        while self.alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def release(self) -> None:
         if self.lease_file is not None:
@@ -98,15 +130,21 @@ def acquire_local_pool_sync(serve_args: Sequence[str] = (), *, python: str | Non
     rdir = runtime_dir()
     pool_file, lease_dir = rdir / POOL_FILE, rdir / LEASE_DIR
     lease_dir.mkdir(exist_ok=True, mode=0o700)
-    with open(rdir / LOCK_FILE, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        started_here = False
-        info = _read_pool_file(pool_file)
-        if info is None or not pid_alive(info["pid"]) or not _healthy(info):
-            info = _start_pool(rdir, pool_file, lease_dir, serve_args, python or sys.executable)
-            started_here = True
-        lease = lease_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
-        lease.write_text(str(os.getpid()))
+    process = None
+    # Joining a running pool needs no lock (a burst of kernels would queue on it behind one
+    # another's health checks): the lease holds once the pool file still names the same pool
+    # after it is written, since a pool withdraws that file before it counts leases a last time.
+    info = _read_pool_file(pool_file)
+    lease = _take_lease(lease_dir) if info is not None and process_running(info["pid"]) and _healthy(info) else None
+    if lease is None or _read_pool_file(pool_file) != info:
+        if lease is not None:
+            lease.unlink()
+        with open(rdir / LOCK_FILE, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            info = _read_pool_file(pool_file)
+            if info is None or not process_running(info["pid"]) or not _healthy(info):
+                info, process = _start_pool(rdir, pool_file, lease_dir, serve_args, python or sys.executable)
+            lease = _take_lease(lease_dir)
     return LocalPoolLease(
         endpoint=info["endpoint"],
         token=info["token"],
@@ -114,8 +152,15 @@ def acquire_local_pool_sync(serve_args: Sequence[str] = (), *, python: str | Non
         strict=bool(info.get("strict")),
         pid=info["pid"],
         lease_file=lease,
-        started_here=started_here,
+        started_here=process is not None,
+        process=process,
     )
+
+
+def _take_lease(lease_dir: Path) -> Path:
+    lease = lease_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
+    lease.write_text(str(os.getpid()))
+    return lease
 
 
 async def acquire_local_pool(serve_args: Sequence[str] = (), *, python: str | None = None) -> LocalPoolLease:
@@ -123,7 +168,9 @@ async def acquire_local_pool(serve_args: Sequence[str] = (), *, python: str | No
     return await asyncio.to_thread(acquire_local_pool_sync, serve_args, python=python)
 
 
-def _start_pool(rdir: Path, pool_file: Path, lease_dir: Path, serve_args: Sequence[str], python: str) -> dict[str, Any]:
+def _start_pool(
+    rdir: Path, pool_file: Path, lease_dir: Path, serve_args: Sequence[str], python: str
+) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
     with contextlib.suppress(OSError):
         pool_file.unlink()
     log_path = rdir / LOG_FILE
@@ -141,10 +188,11 @@ def _start_pool(rdir: Path, pool_file: Path, lease_dir: Path, serve_args: Sequen
     while time.monotonic() < deadline:
         info = _read_pool_file(pool_file)
         if info is not None and info["pid"] == proc.pid:
-            return info
+            return info, proc
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-8:]
             raise ConfigurationError("The local session pool did not start:\n  " + "\n  ".join(tail or ["(no output)"]))
         time.sleep(0.05)
     proc.kill()
+    proc.wait()
     raise ConfigurationError(f"The local session pool did not start within {START_TIMEOUT:.0f} s; see {log_path}.")

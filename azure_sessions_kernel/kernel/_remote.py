@@ -64,6 +64,10 @@ FIRST_INTROSPECTION_TIMEOUT = 20.0
 INTROSPECTION_CALL_TIMEOUT = 60
 #: Error codes with which a pool reports that the session is gone.
 _LOST_CODES = {"sessioncrashed", "sessiondeleted", "sessionnotfound", "sessionwithidentifiernotfound"}
+#: What the user reads when the local pool process died (kill -9, crash), during a cell or between cells.
+POOL_DIED = "The local session pool stopped (it was killed or crashed), and the session's state went with it: its variables and files are lost"
+POOL_DIED_DURING_CELL = f"{POOL_DIED}. This cell was cut off; the next cell starts a new pool and a fresh session"
+POOL_DIED_BEFORE_CELL = f"{POOL_DIED}. This cell did not run; the next cell starts a new pool and a fresh session"
 
 
 class KernelSessionError(Exception):
@@ -211,7 +215,17 @@ class RemoteSession:
     # -- connection ---------------------------------------------------------------
 
     async def connect(self) -> Backend:
-        """Connect once (starting or reusing the local pool when no endpoint is set)."""
+        """Connect once (starting or reusing the local pool when no endpoint is set).
+
+        A local pool that died since is dropped here and a new one started
+        (or another kernel's joined); if a session had run cells in the dead
+        one, this raises :class:`SessionLostError` first, once.
+        """
+        if self._lease is not None and not self._lease.alive():
+            had_session = self._prepared_session is not None
+            await self._drop_dead_pool()
+            if had_session:
+                raise self._lost(POOL_DIED_BEFORE_CELL)
         failed = self._connecting is not None and self._connecting.done() and (self._connecting.cancelled() or self._connecting.exception())
         if self._connecting is None or failed:
             self._connecting = asyncio.ensure_future(self._connect())
@@ -254,6 +268,25 @@ class RemoteSession:
         local = self._lease is not None or self._client.loopback
         self.backend = Backend(endpoint=endpoint, local=local, isolation=isolation, extensions=extensions)
         return self.backend
+
+    async def _drop_dead_pool(self) -> None:
+        """Forget the dead local pool's connection and lease, so that :meth:`connect` starts afresh."""
+        self.forget_helper()
+        client, self._client = self._client, None
+        sync_client, self._sync_client = self._sync_client, None
+        with contextlib.suppress(Exception):
+            if client is not None:
+                await client.close()
+            if sync_client is not None:
+                sync_client.close()
+        self._lease.release()
+        self._lease = None
+        self.backend = None
+        self._connecting = None
+
+    def _local_pool_died(self) -> bool:
+        """After a transport error: whether it is because our local pool's process is gone."""
+        return self._lease is not None and self._lease.died()
 
     def sync_client(self) -> SessionsClient:
         """A blocking client to the same pool, for magics (they run inside a sync ``run_cell``)."""
@@ -335,6 +368,10 @@ class RemoteSession:
             raise self._lost() from None
         except passed_on:
             raise
+        except sessions_client.TransportError as exc:
+            if self._local_pool_died():
+                raise self._lost(POOL_DIED_DURING_CELL) from None
+            raise BackendError(str(exc)) from exc
         except sessions_client.SessionsError as exc:
             raise BackendError(str(exc)) from exc
 

@@ -6,8 +6,8 @@ the pool runs every kernel with a virtual environment built once from a
 system interpreter and bound read-only into the sandbox at the same path.
 
 ``azure-sessions-kernel image build`` (``make setup`` runs it) creates it;
-:func:`find_image` is what the launchers (``pool/bwrap.py``,
-``pool/insecure.py``) and the pool's ``/metadata`` call to locate it and list
+:func:`find_image` is what the launchers (``pool/sandbox/bwrap.py``,
+``pool/sandbox/insecure.py``) and the pool's ``/metadata`` call to locate it and list
 its packages. Where it lives:
 
 * ``$AZURE_SESSIONS_KERNEL_IMAGE`` when set (the image directory itself);

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import wire
-from .._runtime import pid_alive, runtime_dir, write_private
+from .._runtime import POOL_TOKEN_PREFIX, POOL_TOKEN_SUFFIX, pid_alive, process_running, runtime_dir, token_file_pid, write_private
 from .image import ImageInfo, find_image
-from .launcher import Launcher, SandboxError
+from .sandbox import Launcher, SandboxError, SandboxLimits, SandboxLimitsError
 from .sessions import PoolConfig, SessionManager
 
 log = logging.getLogger("azure_sessions_kernel.pool")
@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     pool = p.add_argument_group("sessions")
     pool.add_argument("--max-sessions", type=int, default=100, help="sessions allowed at once; a new identifier beyond it gets 429 with Retry-After (default: 100)")
     pool.add_argument("--ready-sessions", type=int, default=1, help="sandboxes kept started for new identifiers, like Azure's ready sessions (default: 1)")
+    pool.add_argument("--parallel-starts", type=int, default=PoolConfig().parallel_starts, metavar="N",
+                      help="sandboxes started at once when a burst of new identifiers arrives or the ready pool "
+                           "refills; the others wait their turn (default: 4 per CPU)")
     pool.add_argument("--preload", type=_modules, default=DEFAULT_PRELOAD, metavar="MODULES",
                       help="comma-separated modules imported into each ready session before it is claimed, bound to no "
                            f"name; 'none' turns it off (default: {','.join(DEFAULT_PRELOAD) or 'none'})")
@@ -99,10 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 def build_launcher(args: argparse.Namespace, image: ImageInfo) -> Launcher:
     """The sandbox launcher for these options. Raises SandboxError with a clear reason."""
     if args.insecure_no_sandbox:
-        from .insecure import InsecureLauncher
+        from .sandbox.insecure import InsecureLauncher
 
         return InsecureLauncher(image=image)
-    from .bwrap import BwrapLauncher, SandboxLimits
+    from .sandbox.bwrap import BwrapLauncher
 
     limits = SandboxLimits(memory=args.memory, pids=args.pids, cpus=args.cpus, data_size=args.data_size,
                            data_inodes=args.data_inodes, tmp_size=args.tmp_size)
@@ -153,6 +156,15 @@ def _live_leases(lease_dir: Path) -> tuple[int, int]:
             with contextlib.suppress(OSError):
                 f.unlink()
     return alive, total
+
+
+def _remove_dead_pools_token_files(directory: Path) -> None:
+    """Delete the token files of pools that were killed (a pool removes its own when it exits normally)."""
+    for path in directory.glob(f"{POOL_TOKEN_PREFIX}*{POOL_TOKEN_SUFFIX}"):
+        pid = token_file_pid(path.name)
+        if pid is not None and pid != os.getpid() and not process_running(pid):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 async def _watch_leases(lease_dir: Path, stop: asyncio.Event, runtime_file: Path | None, grace: float = 2.0, first_lease_wait: float = 60.0) -> None:
@@ -210,6 +222,9 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         image = find_image()
         launcher = build_launcher(args, image)
+    except SandboxLimitsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except SandboxError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print("The local pool will not run sessions without a sandbox. Install bubblewrap (make setup does it), "
@@ -219,14 +234,15 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    config = PoolConfig(max_sessions=args.max_sessions, ready_sessions=args.ready_sessions, cooldown=args.cooldown, preload=args.preload,
-                        keep_events=not args.azure_strict)
+    config = PoolConfig(max_sessions=args.max_sessions, ready_sessions=args.ready_sessions, cooldown=args.cooldown,
+                        preload=args.preload, parallel_starts=args.parallel_starts, keep_events=not args.azure_strict)
     manager = SessionManager(launcher, config)
     token = args.token or secrets.token_urlsafe(32)
     runtime_dir_path = runtime_dir()
+    _remove_dead_pools_token_files(runtime_dir_path)
     token_file: Path | None = None
     if not args.token:
-        token_file = args.token_file or runtime_dir_path / f"pool-{os.getpid()}.token"
+        token_file = args.token_file or runtime_dir_path / f"{POOL_TOKEN_PREFIX}{os.getpid()}{POOL_TOKEN_SUFFIX}"
         write_private(token_file, token + "\n")
 
     app = create_app(manager, token=token, strict=args.azure_strict, metadata=metadata_provider(image, launcher, manager, args.azure_strict))
@@ -297,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.keyfile and not args.certfile:
         print("error: --keyfile needs --certfile.", file=sys.stderr)
         return 2
-    if args.max_sessions < 1 or args.ready_sessions < 0 or args.pids < 8 or args.cpus <= 0 or args.data_inodes < 16:
-        print("error: --max-sessions >= 1, --ready-sessions >= 0, --pids >= 8, --cpus > 0 and --data-inodes >= 16 are required.", file=sys.stderr)
+    if args.max_sessions < 1 or args.ready_sessions < 0 or args.pids < 8 or args.cpus <= 0 or args.data_inodes < 16 or args.parallel_starts < 1:
+        print("error: --max-sessions >= 1, --ready-sessions >= 0, --pids >= 8, --cpus > 0, --data-inodes >= 16 and "
+              "--parallel-starts >= 1 are required.", file=sys.stderr)
         return 2
     if min(args.memory, args.data_size, args.tmp_size) < 16 << 20:
         print("error: --memory, --data-size and --tmp-size must each be at least 16M.", file=sys.stderr)

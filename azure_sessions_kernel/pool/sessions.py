@@ -2,7 +2,7 @@
 
 The HTTP layer (:mod:`azure_sessions_kernel.pool.app`) calls a
 :class:`SessionManager` for everything that touches a session; the manager
-asks its :class:`~azure_sessions_kernel.pool.launcher.Launcher` for sandboxes
+asks its :class:`~azure_sessions_kernel.pool.sandbox.Launcher` for sandboxes
 and drives the ipykernel inside each one with ``jupyter_client``.
 
 Semantics follow Azure (reference §7): a session is created on the first
@@ -14,10 +14,12 @@ executions, ends after ``cooldown`` seconds without a request or on
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime as _dt
 import logging
+import os
 import queue
 import re
 import time
@@ -33,7 +35,7 @@ import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 
 from .. import wire
-from .launcher import Launcher, Sandbox, SandboxError
+from .sandbox import Launcher, Sandbox, SandboxError
 
 log = logging.getLogger("azure_sessions_kernel.pool")
 
@@ -93,6 +95,11 @@ class PoolConfig:
     #: Keep what sessions publish outside requests for the events route (``comms``
     #: extension); off in Azure-strict mode, which has no such route.
     keep_events: bool = True
+    #: Sandboxes that may start at once. A start is ~0.7 s of a core plus waits
+    #: (namespaces, mounts, the kernel's sockets), so a few per core overlap
+    #: well; measured on 2 cores (bench/burst_bench.py), 2 at once served a
+    #: burst of 20 later than 8, and 20 at once thrashed.
+    parallel_starts: int = dataclasses.field(default_factory=lambda: 4 * (os.cpu_count() or 1))
 
 
 @dataclasses.dataclass
@@ -156,7 +163,12 @@ class SessionManager:
         self.config = config or PoolConfig()
         self.sessions: dict[str, PoolSession] = {}
         self._ready: list[tuple[Sandbox, AsyncKernelClient]] = []
-        self._starting = 0
+        self._starting = 0  # sandboxes being started, for the ready pool and for waiting claims
+        self._starting_for_claims = 0  # of which started without preload, for claims that wait
+        #: Claims (new identifiers) waiting for a sandbox, oldest first.
+        self._waiting: collections.deque[asyncio.Future[tuple[Sandbox, AsyncKernelClient]]] = collections.deque()
+        self._start_slots = asyncio.Semaphore(self.config.parallel_starts)
+        self._start_tasks: set[asyncio.Task[None]] = set()
         self._creating: dict[str, asyncio.Future[PoolSession]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._refill = asyncio.Event()
@@ -182,13 +194,18 @@ class SessionManager:
     async def close(self) -> None:
         """End every session and ready sandbox. Called by the server on shutdown."""
         self._closed = True
-        for task in self._tasks:
+        starts = list(self._start_tasks)
+        for task in [*self._tasks, *starts]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *starts]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._fail_waiting(SandboxError("the pool is shutting down"), every=True)
         ready, self._ready = self._ready, []
         sessions, self.sessions = list(self.sessions.values()), {}
+        for s in sessions:  # as delete() does: no drain may read a closed channel
+            s.closed = True
+            await self._stop_drain(s)
         await asyncio.gather(
             *(self._dispose(sb, kc) for sb, kc in ready),
             *(self._dispose(s.sandbox, s.kc) for s in sessions),
@@ -282,36 +299,91 @@ class SessionManager:
             log.warning("preloading %s failed in a ready session: %s: %s", ", ".join(modules), reply.get("ename"), reply.get("evalue"))
 
     async def _keep_warm(self) -> None:
+        """Start sandboxes, up to ``parallel_starts`` at once, until every waiting claim has one and
+        the ready pool is at its target. Woken by :attr:`_refill` (claims, deletions, finished starts)."""
         while not self._closed:
             await self._refill.wait()
             self._refill.clear()
-            while not self._closed and self._wanted_ready() > 0:
+            for_claims, for_ready = self._wanted()
+            for preload in [False] * for_claims + [True] * for_ready:
                 self._starting += 1
-                try:
-                    pair = await self._new_sandbox(self.config.preload)
-                except Exception as exc:  # keep serving; report on allocation
-                    self.last_start_error = str(exc)
-                    log.error("could not start a ready sandbox: %s", exc)
-                    await asyncio.sleep(2.0)
-                    continue
-                finally:
-                    self._starting -= 1
-                self.last_start_error = None
-                self._ready.append(pair)
+                self._starting_for_claims += not preload
+                task = asyncio.create_task(self._start_one(preload), name="sandbox-start")
+                self._start_tasks.add(task)
+                task.add_done_callback(self._start_tasks.discard)
 
-    def _wanted_ready(self) -> int:
+    def _wanted(self) -> tuple[int, int]:
+        """Sandboxes to start now: bare ones for waiting claims, then preloaded ones for the ready pool
+        (only once no claim waits: during a burst every start serves a user who is waiting)."""
+        if self._waiting:
+            return max(0, len(self._waiting) - self._starting_for_claims), 0
         room = self.config.max_sessions - len(self.sessions)
-        return min(self.config.ready_sessions, room) - len(self._ready) - self._starting
+        target = min(self.config.ready_sessions, max(0, room))
+        return 0, max(0, target - len(self._ready) - self._starting)
+
+    async def _start_one(self, preload: bool) -> None:
+        """Start one sandbox (waiting for a start slot) and hand it to the oldest waiting claim, or keep it ready.
+
+        A waiting claim gets whichever sandbox is ready first; one started for
+        a claim skips the preload, since its user is waiting now.
+        """
+        try:
+            async with self._start_slots:
+                pair = await self._new_sandbox(self.config.preload if preload else ())
+        except Exception as exc:  # keep serving; the oldest waiting claim gets the error (503)
+            self.last_start_error = str(exc)
+            log.error("could not start a sandbox: %s", exc)
+            self._fail_waiting(exc if isinstance(exc, SandboxError) else SandboxError(str(exc)))
+            await asyncio.sleep(2.0)
+            return
+        finally:
+            self._starting -= 1
+            self._starting_for_claims -= not preload
+            self._refill.set()
+        self.last_start_error = None
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(pair)
+                return
+        self._ready.append(pair)
+
+    def _fail_waiting(self, exc: SandboxError, every: bool = False) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(exc)
+                if not every:
+                    return
 
     async def _claim_sandbox(self) -> tuple[Sandbox, AsyncKernelClient]:
-        while self._ready:
-            sandbox, kc = self._ready.pop(0)
-            if sandbox.is_alive():
+        """A started sandbox for a new session: a ready one, else the next one to finish starting.
+
+        Raises :class:`SandboxError` when the start made for this claim failed.
+        """
+        while True:
+            if self._ready:
+                sandbox, kc = self._ready.pop(0)
+                if not sandbox.is_alive():
+                    await self._dispose(sandbox, kc)
+                    continue
                 asyncio.get_running_loop().call_later(self.config.refill_delay, self._refill.set)
                 return sandbox, kc
+            waiter: asyncio.Future[tuple[Sandbox, AsyncKernelClient]] = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            self._refill.set()
+            try:
+                sandbox, kc = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._ready.append(waiter.result())  # handed over just as the request went away
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(waiter)
+            if sandbox.is_alive():
+                return sandbox, kc
             await self._dispose(sandbox, kc)
-        self._refill.set()
-        return await self._new_sandbox()
 
     async def _dispose(self, sandbox: Sandbox, kc: AsyncKernelClient | None) -> None:
         if kc is not None:

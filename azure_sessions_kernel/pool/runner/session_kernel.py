@@ -1,6 +1,6 @@
 """The kernel that runs inside a session's sandbox.
 
-Started by the pool's launchers (``pool/bwrap.py``, ``pool/insecure.py``) with
+Started by the pool's launchers (``pool/sandbox/bwrap.py``, ``pool/sandbox/insecure.py``) with
 the session image's interpreter, by file path::
 
     <image>/bin/python session_kernel.py -f <connection file>

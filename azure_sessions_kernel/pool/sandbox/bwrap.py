@@ -22,13 +22,14 @@ runs as root:
   mount namespaces; a read-only ``/usr`` and image, a private ``/tmp``, a
   read-only ``/proc/sys`` and ``/dev`` (with a sized ``/dev/shm``), synthetic
   ``/etc/passwd``; ``/mnt/data`` is a
-  per-session host tmpfs with a size and inode quota;
+  per-session ext4 disk (a sparse file on a loop device, :mod:`.disks`)
+  whose size and inode count are the quota;
 * L6 no capabilities (``--cap-drop ALL``), ``no_new_privs``;
 * L7 a seccomp deny-list against the kernel surface a notebook never needs.
 
 Run as an ordinary user the launcher still uses bwrap (unprivileged user
-namespaces) but cannot give sessions their own uid, cgroups or a tmpfs
-quota; :attr:`BwrapLauncher.isolation` lists what is missing and why.
+namespaces) but cannot give sessions their own uid, cgroups or a data disk
+with a quota; :attr:`BwrapLauncher.isolation` lists what is missing and why.
 
 Host layout under the state root (``/run/ask`` as root)::
 
@@ -37,7 +38,7 @@ Host layout under the state root (``/run/ask`` as root)::
     slots/<n>.lock             flock held by the launcher that owns slot n
     <n>/k/                     kernel.json and the ipc sockets (session uid, 0700;
                                root's, 0755, once they are bound)               -> /run/jk
-    <n>/data/                  tmpfs (session uid, 0700)                          -> /mnt/data
+    <n>/data/                  the data disk's mount (session uid, 0700)          -> /mnt/data
     <n>/cgroups.json           the cgroup directories made for the slot, for cleanup
 
 Slots are claimed with ``flock``, so several launchers (a server and a test
@@ -52,15 +53,12 @@ launcher on the same state root kill it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
-import errno
 import fcntl
 import json
-import math
 import os
 import pwd
 import resource
@@ -68,17 +66,32 @@ import secrets
 import select
 import shutil
 import signal
-import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from azure_sessions_kernel.pool.image import ImageError, ImageInfo, find_image
-from azure_sessions_kernel.wire import DATA_DIR
-from azure_sessions_kernel.pool.launcher import Launcher, Sandbox, SandboxError
+from ...wire import DATA_DIR
+from ..image import ImageError, ImageInfo, find_image
+from .base import (
+    CHANNEL_PORTS,
+    RUNNER_SOURCE,
+    GiB,
+    Launcher,
+    OutputTail,
+    Sandbox,
+    SandboxError,
+    SandboxLimits,
+    SandboxLimitsError,
+    describe_exit,
+    format_bytes,
+    write_atomically,
+)
+from .cgroups import _detect_hierarchies, _Hierarchy, _SessionCgroups
+from .disks import DataDisks, data_disk_problem, default_disk_root, mount_tmpfs, unmount
+from .seccomp import build_seccomp_bpf
 
 __all__ = [
     "BwrapLauncher",
@@ -88,11 +101,6 @@ __all__ = [
     "build_bwrap_argv",
     "build_seccomp_bpf",
 ]
-
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-
-RUNNER_SOURCE = Path(__file__).with_name("runner") / "session_kernel.py"
 
 # Paths as the sandbox sees them.
 SANDBOX_DATA_DIR = DATA_DIR
@@ -113,399 +121,24 @@ HOST_ETC_FILES = (
     "/etc/mime.types",
 )
 
-# ipc "ports" (socket name suffixes) of the five kernel channels.
-CHANNEL_PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
 # sun_path holds 108 bytes; "<kernel dir>/k-5" must fit with room to spare.
 _MAX_KERNEL_DIR_LEN = 90
-_OUTPUT_TAIL_BYTES = 16 * 1024
-#: Largest /dev/shm of a session (the /tmp size when smaller).
-SHM_SIZE = 64 * MiB
 #: Environment variables that move the pool's state root and session uid range
 #: (tests use them to keep their pools apart from any other pool on the host).
 #: Each state root needs a uid range of its own.
 STATE_ROOT_ENV = "AZURE_SESSIONS_KERNEL_STATE_ROOT"
 UID_BASE_ENV = "AZURE_SESSIONS_KERNEL_UID_BASE"
 DEFAULT_UID_BASE = 200_000
-
-
-def _format_bytes(n: int) -> str:
-    if n % GiB == 0:
-        return f"{n // GiB} GiB"
-    return f"{n / MiB:.0f} MiB"
-
-
-@dataclasses.dataclass(frozen=True)
-class SandboxLimits:
-    """Per-session resource limits (sandbox.md §3.4 defaults)."""
-
-    memory: int = 1 * GiB
-    pids: int = 256
-    cpus: float = 1.0
-    #: Size and inode quota of ``/mnt/data`` (a tmpfs: its pages also count as memory).
-    data_size: int = 1 * GiB
-    data_inodes: int = 65536
-    tmp_size: int = 256 * MiB
-    #: Largest single file a session may write (``RLIMIT_FSIZE``).
-    file_size: int = 1 * GiB
-    nofile: int = 1024
-
-    def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            if getattr(self, field.name) <= 0:
-                raise ValueError(f"SandboxLimits.{field.name} must be positive")
-
-    @property
-    def threads_per_library(self) -> int:
-        """Threads numeric libraries should use: the cpu quota, at least one."""
-        return max(1, math.ceil(self.cpus))
-
-    def describe(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+#: Threads that prepare and fork sandboxes at once (each start waits ~0.1 s on bwrap).
+SPAWN_THREADS = 4
 
 
 # --------------------------------------------------------------------------
-# Seccomp (L7)
-# --------------------------------------------------------------------------
-
-# Kernel surface a notebook never needs and that keeps producing privilege
-# escalations; all answer EPERM (sandbox.md §3.2 L7, after Flatpak and Docker).
-_EPERM_SYSCALLS = (
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
-    "perf_event_open", "bpf", "userfaultfd", "syslog",
-    "add_key", "keyctl", "request_key",
-    "io_uring_setup", "io_uring_enter", "io_uring_register",
-    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot",
-    "open_by_handle_at", "name_to_handle_at", "fanotify_init",
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-    "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "lookup_dcookie",
-    "clock_settime", "clock_adjtime", "settimeofday", "adjtimex", "stime",
-    "iopl", "ioperm", "vhangup", "uselib", "ustat", "sysfs", "nfsservctl",
-    "mbind", "set_mempolicy", "migrate_pages", "move_pages",
-)
-# Answer ENOSYS so that glibc and friends fall back to the older call
-# (clone3 -> clone, whose flags we can inspect; new mount API -> mount).
-_ENOSYS_SYSCALLS = ("clone3", "fsopen", "fsconfig", "fsmount", "fspick", "open_tree", "move_mount", "mount_setattr")
-_CLONE_NAMESPACE_FLAGS = (
-    0x00020000,  # CLONE_NEWNS
-    0x02000000,  # CLONE_NEWCGROUP
-    0x04000000,  # CLONE_NEWUTS
-    0x08000000,  # CLONE_NEWIPC
-    0x10000000,  # CLONE_NEWUSER
-    0x20000000,  # CLONE_NEWPID
-    0x40000000,  # CLONE_NEWNET
-)
-_TIOCSTI, _TIOCLINUX = 0x5412, 0x541C
-_AF_UNIX, _AF_INET, _AF_NETLINK, _AF_INET6 = 1, 2, 16, 10
-_AF_MAX = 46
-_PER_LINUX = 0
-
-
-def _seccomp_module() -> Any:
-    try:
-        import pyseccomp as seccomp
-    except ImportError:
-        try:
-            import seccomp  # Debian's python3-seccomp
-        except ImportError as exc:
-            raise SandboxError(
-                "cannot build the seccomp filter: neither pyseccomp nor seccomp (python3-seccomp) is importable"
-            ) from exc
-    return seccomp
-
-
-def build_seccomp_bpf() -> tuple[bytes, list[str]]:
-    """Compile the deny-list to BPF; returns it and the syscall names this kernel/libseccomp lacks.
-
-    Called once by :class:`BwrapLauncher` at creation; each sandbox gets the
-    program through ``bwrap --seccomp FD``.
-    """
-    sc = _seccomp_module()
-    flt = sc.SyscallFilter(sc.ALLOW)
-    # Syscalls of a foreign ABI (i386 ``int 0x80``, x32) bypass per-name rules: kill them.
-    flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
-    unknown: list[str] = []
-
-    def rule(action: int, name: str, *args: Any) -> None:
-        try:
-            flt.add_rule(action, name, *args)
-        except (OSError, ValueError, RuntimeError):
-            unknown.append(name)  # not on this architecture or too new for libseccomp
-
-    for name in _EPERM_SYSCALLS:
-        rule(sc.ERRNO(errno.EPERM), name)
-    for name in _ENOSYS_SYSCALLS:
-        rule(sc.ERRNO(errno.ENOSYS), name)
-    for flag in _CLONE_NAMESPACE_FLAGS:
-        rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-    # The ioctl request is an int; compare only the low 32 bits (CVE-2017-5226).
-    for request in (_TIOCSTI, _TIOCLINUX):
-        rule(sc.ERRNO(errno.EPERM), "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
-    # personality(2) may only select plain Linux: no ADDR_NO_RANDOMIZE and friends (as Flatpak).
-    rule(sc.ERRNO(errno.EPERM), "personality", sc.Arg(0, sc.NE, _PER_LINUX))
-    # Sockets: UNIX, IPv4, IPv6, and NETLINK_ROUTE only (libzmq aborts when it
-    # cannot open a route netlink socket to list interfaces).
-    for family in range(_AF_MAX + 1):
-        if family not in (_AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK):
-            rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, family))
-    rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.GT, _AF_MAX))
-    rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, _AF_NETLINK), sc.Arg(2, sc.NE, 0))
-
-    read_fd, write_fd = os.pipe()
-    try:
-        with os.fdopen(write_fd, "wb") as out:
-            flt.export_bpf(out)
-        with os.fdopen(read_fd, "rb") as inp:
-            read_fd = -1
-            bpf = inp.read()
-    finally:
-        if read_fd >= 0:
-            os.close(read_fd)
-    return bpf, unknown
-
-
-# --------------------------------------------------------------------------
-# cgroups (L2)
-# --------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class _Hierarchy:
-    """One place session cgroups are created: a v1 controller tree or the v2 tree."""
-
-    version: int  # 1 or 2
-    controllers: frozenset[str]  # the subset of memory/pids/cpu it enforces
-    parent: Path  # session leaves are parent/<slot>
-    has_kill: bool  # v2 cgroup.kill
-
-
-def _own_cgroup_paths(proc_self_cgroup: str) -> dict[str, str]:
-    """``{"memory": "/a/b", ..., "": "/x"}`` from /proc/self/cgroup (``""`` is the v2 path)."""
-    paths: dict[str, str] = {}
-    for line in proc_self_cgroup.splitlines():
-        _, controllers, path = line.split(":", 2)
-        for controller in controllers.split(",") if controllers else [""]:
-            paths[controller] = path
-    return paths
-
-
-def _cgroup_mounts(mountinfo: str) -> list[tuple[str, Path, frozenset[str]]]:
-    """``(fstype, mount point, super options)`` of every cgroup mount, from /proc/self/mountinfo."""
-    mounts = []
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        fields, rfields = left.split(), right.split()
-        if len(rfields) >= 3 and rfields[0] in ("cgroup", "cgroup2"):
-            mounts.append((rfields[0], Path(fields[4]), frozenset(rfields[2].split(","))))
-    return mounts
-
-
-def _write(path: Path, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
-
-
-def _detect_hierarchies(
-    prefix: str, mountinfo: str | None = None, proc_self_cgroup: str | None = None
-) -> tuple[list[_Hierarchy], dict[str, str]]:
-    """Where this host lets us create session cgroups, and why any controller is missing.
-
-    Called by :class:`BwrapLauncher` as root (tests pass the two /proc texts).
-    v1 leaves go under the server's own cgroup of each controller (so its
-    accounting stays intact); v2 leaves under a ``<prefix>`` child of the v2
-    root, since a cgroup with processes (the server's own) may not delegate
-    controllers to children.
-    """
-    wanted = {"memory", "pids", "cpu"}
-    if mountinfo is None:
-        mountinfo = Path("/proc/self/mountinfo").read_text()
-    if proc_self_cgroup is None:
-        proc_self_cgroup = Path("/proc/self/cgroup").read_text()
-    own = _own_cgroup_paths(proc_self_cgroup)
-    hierarchies: list[_Hierarchy] = []
-    missing: dict[str, str] = {}
-    covered: set[str] = set()
-    v2_mount: Path | None = None
-    for fstype, mount, options in _cgroup_mounts(mountinfo):
-        if fstype == "cgroup":
-            controllers = frozenset(options & wanted) - covered
-            if controllers:
-                own_path = own.get(next(iter(controllers)), "/").lstrip("/")
-                hierarchies.append(_Hierarchy(1, controllers, mount / own_path / prefix, False))
-                covered |= controllers
-        elif v2_mount is None:
-            v2_mount = mount
-    if v2_mount is not None:
-        available = set((v2_mount / "cgroup.controllers").read_text().split()) & (wanted - covered)
-        v2_parent = v2_mount / prefix if available else v2_mount / own.get("", "/").lstrip("/") / prefix
-        try:
-            if available:
-                # Enable the controllers on the way down to our parent (the v2
-                # root is exempt from the no-internal-processes rule).
-                _write(v2_mount / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(available)))
-                v2_parent.mkdir(exist_ok=True)
-                _write(v2_parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(available)))
-                enabled = {c.lstrip("+") for c in (v2_parent / "cgroup.subtree_control").read_text().split()}
-                available &= enabled
-        except OSError as exc:
-            for controller in available:
-                missing[f"cgroup-{controller}"] = f"cannot enable the {controller} controller in {v2_parent} ({exc.strerror})"
-            available = set()
-            v2_parent = v2_mount / own.get("", "/").lstrip("/") / prefix
-        v2_parent.mkdir(parents=True, exist_ok=True)
-        has_kill = (v2_parent / "cgroup.kill").exists()  # only non-root cgroups have the file
-        hierarchies.append(_Hierarchy(2, frozenset(available), v2_parent, has_kill))
-        covered |= available
-        if not has_kill:
-            missing["cgroup-kill"] = "the kernel has no cgroup.kill (Linux < 5.14); the pid-namespace init is the only kill switch"
-    else:
-        missing["cgroup-kill"] = "no cgroup v2 hierarchy is mounted; the pid-namespace init is the only kill switch"
-    for controller in wanted - covered:
-        missing.setdefault(f"cgroup-{controller}", f"no cgroup hierarchy offers the {controller} controller")
-    for hierarchy in hierarchies:
-        hierarchy.parent.mkdir(parents=True, exist_ok=True)
-    return hierarchies, missing
-
-
-class _SessionCgroups:
-    """The cgroup leaves of one session: limits, joining, killing, OOM count, removal."""
-
-    def __init__(self, leaves: list[tuple[_Hierarchy, Path]]):
-        self.leaves = leaves
-
-    @classmethod
-    def create(cls, hierarchies: Sequence[_Hierarchy], name: str, limits: SandboxLimits) -> _SessionCgroups:
-        made = cls([])
-        try:
-            for hierarchy in hierarchies:
-                leaf = hierarchy.parent / name
-                if leaf.exists():
-                    # Our slot lock is held, so this is a crashed server's leaf
-                    # that its state record did not name: empty and reuse it.
-                    leftover = cls([(hierarchy, leaf)])
-                    leftover.kill()
-                    leftover.remove()
-                leaf.mkdir()
-                made.leaves.append((hierarchy, leaf))
-                made._apply_limits(hierarchy, leaf, limits)
-        except OSError as exc:
-            made.remove()
-            raise SandboxError(f"cannot create the session's cgroup: {exc}") from exc
-        return made
-
-    @staticmethod
-    def _apply_limits(hierarchy: _Hierarchy, leaf: Path, limits: SandboxLimits) -> None:
-        controllers = hierarchy.controllers
-        period = 100_000
-        quota = max(1000, int(limits.cpus * period))
-        if hierarchy.version == 1:
-            if "memory" in controllers:
-                _write(leaf / "memory.limit_in_bytes", str(limits.memory))
-                if (leaf / "memory.memsw.limit_in_bytes").exists():  # swap accounting on
-                    _write(leaf / "memory.memsw.limit_in_bytes", str(limits.memory))
-            if "pids" in controllers:
-                _write(leaf / "pids.max", str(limits.pids))
-            if "cpu" in controllers:
-                _write(leaf / "cpu.cfs_period_us", str(period))
-                _write(leaf / "cpu.cfs_quota_us", str(quota))
-        else:
-            if "memory" in controllers:
-                _write(leaf / "memory.max", str(limits.memory))
-                if (leaf / "memory.swap.max").exists():
-                    _write(leaf / "memory.swap.max", "0")
-                with contextlib.suppress(OSError):  # Linux >= 4.19
-                    _write(leaf / "memory.oom.group", "1")  # an OOM ends the whole session at once
-            if "pids" in controllers:
-                _write(leaf / "pids.max", str(limits.pids))
-            if "cpu" in controllers:
-                _write(leaf / "cpu.max", f"{quota} {period}")
-
-    @property
-    def procs_files(self) -> list[str]:
-        return [str(leaf / "cgroup.procs") for _, leaf in self.leaves]
-
-    def _read(self, controller: str, v1_file: str, v2_file: str) -> str | None:
-        for hierarchy, leaf in self.leaves:
-            if controller in hierarchy.controllers:
-                with contextlib.suppress(OSError):
-                    return (leaf / (v1_file if hierarchy.version == 1 else v2_file)).read_text()
-        return None
-
-    def oom_kills(self) -> int:
-        """How many processes the memory limit's OOM killer ended (0 when unknown)."""
-        text = self._read("memory", "memory.oom_control", "memory.events") or ""
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-        return 0
-
-    def usage(self) -> dict[str, int]:
-        figures: dict[str, int] = {}
-        memory = self._read("memory", "memory.usage_in_bytes", "memory.current")
-        pids = self._read("pids", "pids.current", "pids.current")
-        if memory:
-            figures["memory_bytes"] = int(memory)
-        if pids:
-            figures["pids"] = int(pids)
-        return figures
-
-    def pids(self) -> set[int]:
-        found: set[int] = set()
-        for _, leaf in self.leaves:
-            with contextlib.suppress(OSError):
-                found.update(int(p) for p in (leaf / "cgroup.procs").read_text().split())
-        return found
-
-    def kill(self, timeout: float = 5.0) -> None:
-        """SIGKILL everything in the leaves and wait until they are empty."""
-        for hierarchy, leaf in self.leaves:
-            if hierarchy.has_kill:
-                with contextlib.suppress(OSError):
-                    _write(leaf / "cgroup.kill", "1")
-        deadline = time.monotonic() + timeout
-        while (remaining := self.pids()) and time.monotonic() < deadline:
-            # Without cgroup.kill (or for stragglers forked during it), signal one by one.
-            for pid in remaining:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.01)
-
-    def remove(self) -> None:
-        for _, leaf in reversed(self.leaves):
-            for _attempt in range(50):
-                try:
-                    leaf.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY:
-                        raise
-                    time.sleep(0.02)  # exiting tasks leave the cgroup asynchronously
-        self.leaves = []
-
-
-# --------------------------------------------------------------------------
-# Mounts, processes
+# Processes
 # --------------------------------------------------------------------------
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_MS_NOSUID, _MS_NODEV = 0x2, 0x4
-_MNT_DETACH = 0x2
 _PR_SET_CHILD_SUBREAPER = 36
-
-
-def _mount_tmpfs(target: Path, size: int, inodes: int, uid: int, gid: int) -> None:
-    options = f"size={size},nr_inodes={inodes},mode=0700,uid={uid},gid={gid}".encode()
-    if _libc.mount(b"tmpfs", str(target).encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
-        err = ctypes.get_errno()
-        raise SandboxError(f"cannot mount the session's data tmpfs at {target}: {os.strerror(err)}")
-
-
-def _unmount(target: Path) -> None:
-    if os.path.ismount(target) and _libc.umount2(str(target).encode(), _MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"cannot unmount {target}: {os.strerror(err)}")
 
 
 def _processes_of_uid(uid: int) -> list[int]:
@@ -696,7 +329,7 @@ def build_bwrap_argv(spec: SandboxSpec) -> list[str]:
         "--dev", "/dev",
         # bwrap's /dev is a session-owned tmpfs without a size: give /dev/shm
         # (POSIX shared memory, semaphores) a size and make the rest read-only.
-        "--size", str(min(spec.limits.tmp_size, SHM_SIZE)), "--tmpfs", "/dev/shm",
+        "--size", str(spec.limits.shm_size), "--tmpfs", "/dev/shm",
         "--bind", str(spec.kernel_dir), SANDBOX_KERNEL_DIR,
         "--bind", str(spec.data_dir), SANDBOX_DATA_DIR,
         "--remount-ro", "/", "--remount-ro", "/dev",
@@ -716,46 +349,6 @@ def build_bwrap_argv(spec: SandboxSpec) -> list[str]:
 # --------------------------------------------------------------------------
 # Sandbox
 # --------------------------------------------------------------------------
-
-
-def describe_exit(returncode: int, output_tail: str) -> str:
-    """A sentence for an exit status: the kernel's own, or bwrap's (which passes the kernel's on, 128+N for signal N)."""
-    if returncode < 0:
-        return f"the kernel process was killed by {signal.Signals(-returncode).name}"
-    if 128 < returncode < 128 + 65:
-        with contextlib.suppress(ValueError):
-            return f"the kernel was killed by {signal.Signals(returncode - 128).name}"
-    bwrap_error = [line for line in output_tail.splitlines() if line.startswith("bwrap:")]
-    if bwrap_error:
-        return f"the sandbox failed: {bwrap_error[-1]}"
-    if returncode == 0:
-        return "the kernel exited"
-    return f"the kernel exited with status {returncode}"
-
-
-class OutputTail:
-    """Keeps the last few KiB of the sandbox's stdout/stderr for error messages; drops the rest."""
-
-    def __init__(self, stream: Any):
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._size = 0
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._pump, args=(stream,), name="sandbox-output", daemon=True)
-        self._thread.start()
-
-    def _pump(self, stream: Any) -> None:
-        with stream:
-            while chunk := stream.read1(65536):
-                with self._lock:
-                    self._chunks.append(chunk)
-                    self._size += len(chunk)
-                    while self._size > _OUTPUT_TAIL_BYTES and len(self._chunks) > 1:
-                        self._size -= len(self._chunks.popleft())
-
-    def text(self, wait: float = 0.0) -> str:
-        self._thread.join(wait)
-        with self._lock:
-            return b"".join(self._chunks)[-_OUTPUT_TAIL_BYTES:].decode(errors="replace")
 
 
 @dataclasses.dataclass
@@ -854,7 +447,7 @@ class BwrapSandbox(Sandbox):
             return None
         oom_kills = self._oom_kills if self._oom_kills is not None else self._cgroups.oom_kills()
         if oom_kills:
-            return f"the session ran out of memory (limit {_format_bytes(self._launcher.limits.memory)})"
+            return f"the session ran out of memory (limit {format_bytes(self._launcher.limits.memory)})"
         if self._stopped_by_us:
             return "the session was stopped"
         returncode = self._kernel_exit_code()
@@ -926,18 +519,6 @@ def _default_state_root() -> Path:
     return Path(f"/tmp/ask-{os.getuid()}")
 
 
-def write_atomically(path: Path, content: str | bytes, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    data = content.encode() if isinstance(content, str) else content
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 class BwrapLauncher(Launcher):
     """Starts bubblewrap sandboxes; one per pool.
 
@@ -991,7 +572,15 @@ class BwrapLauncher(Launcher):
             raise SandboxError(f"the state root {self.state_root} is too long for Unix socket paths (108 bytes); choose a shorter one")
 
         self._prepare_state_root()
+        self._disks: DataDisks | None = None
         if self.privileged:
+            disk_root = default_disk_root(self.state_root)
+            if (no_disk := data_disk_problem(disk_root)) is None:
+                self._disks = DataDisks(disk_root, self.limits.data_size, self.limits.data_inodes)
+            else:
+                self._missing["data-disk"] = f"{no_disk}: /mnt/data is a tmpfs, counted as the session's memory"
+            if (problem := self.limits.memory_problem(data_in_memory=self._disks is None)) is not None:
+                raise SandboxLimitsError(problem + (f" (/mnt/data is memory here because {no_disk})" if no_disk else ""))
             _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
             self._hierarchies, cgroup_missing = _detect_hierarchies(self._cgroup_prefix)
             self._missing.update(cgroup_missing)
@@ -1004,7 +593,8 @@ class BwrapLauncher(Launcher):
                     "cgroup-pids": "not root: the process limit is RLIMIT_NPROC, shared with all your processes",
                     "cgroup-cpu": "not root: no cpu quota",
                     "cgroup-kill": "not root: the pid-namespace init is the only kill switch",
-                    "data-quota": "not root: /mnt/data is a plain directory without a size quota",
+                    "data-quota": "not root: /mnt/data is a plain directory without a size quota "
+                    "(a single file stops at RLIMIT_FSIZE)",
                 }
             )
         if seccomp:
@@ -1016,9 +606,10 @@ class BwrapLauncher(Launcher):
             self._missing["seccomp"] = "disabled by configuration"
         self._clean_stale_slots()
         self._probe()
-        # One long-lived thread forks every sandbox: bwrap's --die-with-parent
-        # fires when the *thread* that forked it exits.
-        self._spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bwrap-spawn")
+        # Long-lived threads fork the sandboxes (bwrap's --die-with-parent fires when
+        # the *thread* that forked it exits; an executor's threads live until shutdown).
+        # A few, because a start spends most of its ~0.1 s waiting for bwrap's namespaces.
+        self._spawner = concurrent.futures.ThreadPoolExecutor(max_workers=SPAWN_THREADS, thread_name_prefix="bwrap-spawn")
 
     # ----------------------------------------------------------------- setup
 
@@ -1115,7 +706,7 @@ class BwrapLauncher(Launcher):
             _kill_uid(slot.uid)
             _reap_zombie_children(slot.uid)
         with contextlib.suppress(OSError):
-            _unmount(slot.data_dir)
+            self._remove_data(slot)
         shutil.rmtree(slot.state_dir, ignore_errors=True)
 
     @staticmethod
@@ -1137,6 +728,8 @@ class BwrapLauncher(Launcher):
             protections.append("seccomp")
         if self.privileged:
             protections += ["per-session-uid", "data-quota"]
+            if self._disks is not None:
+                protections.append("data-disk")
             for hierarchy in self._hierarchies:
                 protections += [f"cgroup-{c}" for c in sorted(hierarchy.controllers)]
                 if hierarchy.has_kill:
@@ -1215,7 +808,10 @@ class BwrapLauncher(Launcher):
         gid = slot.uid if slot.uid is not None else os.getgid()
         if self.privileged:
             os.chown(slot.kernel_dir, uid, gid)
-            _mount_tmpfs(slot.data_dir, self.limits.data_size, self.limits.data_inodes, uid, gid)
+            if self._disks is not None:
+                self._disks.create(slot.number, slot.data_dir, uid, gid)
+            else:
+                mount_tmpfs(slot.data_dir, self.limits.data_size, self.limits.data_inodes, uid, gid)
         key = secrets.token_hex(32)
         base = {"transport": "ipc", "key": key, "signature_scheme": "hmac-sha256", "kernel_name": "", **CHANNEL_PORTS}
         kernel_file = slot.kernel_dir / "kernel.json"
@@ -1321,6 +917,13 @@ class BwrapLauncher(Launcher):
 
     # ----------------------------------------------------------------- stop
 
+    def _remove_data(self, slot: _Slot) -> None:
+        """Unmount the slot's data area and delete its disk image."""
+        if self._disks is not None:
+            self._disks.remove(slot.number, slot.data_dir)
+        else:
+            unmount(slot.data_dir)
+
     def _release_slot(self, slot: _Slot, cgroups: _SessionCgroups) -> None:
         """Undo :meth:`_prepare_slot` and the cgroups; called by :meth:`BwrapSandbox.kill_sync`."""
         try:
@@ -1328,7 +931,7 @@ class BwrapLauncher(Launcher):
                 _kill_uid(slot.uid)  # nothing may outlive the session under its uid
                 _reap_zombie_children(slot.uid)
             cgroups.remove()
-            _unmount(slot.data_dir)
+            self._remove_data(slot)
             shutil.rmtree(slot.state_dir, ignore_errors=True)
         finally:
             with self._lock:

@@ -2,7 +2,7 @@
 
 For development on hosts without bubblewrap, and as the negative control of
 the attack battery (its probes must *succeed* here, proving they can detect a
-broken sandbox). Same runner and image as :mod:`azure_sessions_kernel.pool.bwrap`,
+broken sandbox). Same runner and image as :mod:`.bwrap`,
 but the session's code runs as the pool's user with the pool's view of the
 file system and network; ``/mnt/data`` is a host temporary directory that the
 runner uses as its working directory and ``$HOME``.
@@ -23,9 +23,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from azure_sessions_kernel.pool.bwrap import CHANNEL_PORTS, RUNNER_SOURCE, OutputTail, describe_exit, write_atomically
-from azure_sessions_kernel.pool.image import ImageError, ImageInfo, find_image
-from azure_sessions_kernel.pool.launcher import Launcher, Sandbox, SandboxError
+from ..image import ImageError, ImageInfo, find_image
+from .base import CHANNEL_PORTS, RUNNER_SOURCE, Launcher, OutputTail, Sandbox, SandboxError, describe_exit, write_atomically
 
 __all__ = ["InsecureLauncher", "InsecureSandbox"]
 
