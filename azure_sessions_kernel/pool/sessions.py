@@ -1,6 +1,6 @@
 """Session lifecycle of the local pool: identifiers, warm pool, executions, expiry.
 
-The HTTP layer (:mod:`azure_sessions_kernel.pool.app`) calls a
+The HTTP layer (:mod:`azure_sessions_kernel.pool.http`) calls a
 :class:`SessionManager` for everything that touches a session; the manager
 asks its :class:`~azure_sessions_kernel.pool.launcher.Launcher` for sandboxes
 and drives the ipykernel inside each one with ``jupyter_client``.
@@ -31,6 +31,7 @@ import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 
 from .. import wire
+from .errors import PoolError, SessionNotFound
 from .launcher import Launcher, Sandbox, SandboxError
 
 log = logging.getLogger("azure_sessions_kernel.pool")
@@ -49,14 +50,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: an expression in a throwaway scope exercise compile, exec and the AST path
 #: without binding anything in the user's namespace.
 _WARM_UP = "(lambda: [x * 2 for x in range(3)])()\n"
-
-
-class PoolError(Exception):
-    """An error the HTTP layer turns into an Azure error envelope."""
-
-    def __init__(self, message: str, *, code: str, status: int, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.message, self.code, self.status, self.retry_after = message, code, status, retry_after
 
 
 @dataclasses.dataclass
@@ -654,23 +647,38 @@ class SessionManager:
     async def kernel_request(self, s: PoolSession, msg_type: str, content: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
         """``complete_request``/``inspect_request`` to the session's kernel; the reply content.
 
-        Runs under the session lock so that shell replies are not read by an
-        execution; a busy session answers once its execution ends.
+        Called by the ``.local/complete`` and ``.local/inspect`` routes. Runs
+        under the session lock so that shell replies are not read by an
+        execution; a busy session answers once its execution ends. When the
+        session is deleted (or expires) meanwhile, raises
+        :class:`SessionNotFound`: :meth:`delete` stops the kernel client
+        under this read without taking the lock.
         """
         async with s.lock:
-            s.touch()
-            msg = s.kc.session.msg(msg_type, content)
-            s.kc.shell_channel.send(msg)
-            msg_id = msg["header"]["msg_id"]
-            deadline = time.monotonic() + timeout
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise PoolError(f"The session's kernel did not answer {msg_type} within {timeout:.0f} s.", code="KernelTimeout", status=504)
-                with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
-                    r = await s.kc.get_shell_msg(timeout=min(left, 0.5))
-                    if r.get("parent_header", {}).get("msg_id") == msg_id:
-                        return dict(r["content"])
+            try:
+                return await self._kernel_request(s, msg_type, content, timeout)
+            except BaseException:
+                task = asyncio.current_task()
+                if not s.closed or (task is not None and task.cancelling()):
+                    raise
+        raise SessionNotFound(f"The session with identifier '{s.identifier}' was deleted before its kernel answered {msg_type}.")
+
+    async def _kernel_request(self, s: PoolSession, msg_type: str, content: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if s.closed:
+            raise _SessionGone()
+        s.touch()
+        msg = s.kc.session.msg(msg_type, content)
+        s.kc.shell_channel.send(msg)
+        msg_id = msg["header"]["msg_id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PoolError(f"The session's kernel did not answer {msg_type} within {timeout:.0f} s.", code="KernelTimeout", status=504)
+            with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
+                r = await s.kc.get_shell_msg(timeout=min(left, 0.5))
+                if r.get("parent_header", {}).get("msg_id") == msg_id:
+                    return dict(r["content"])
 
     # ------------------------------------------------------------------ introspection
 
