@@ -441,7 +441,12 @@ class SessionManager:
                     raise _SessionGone("The session was deleted while this execution waited for it; the code did not run.")
                 if not s.sandbox.is_alive():
                     raise _SessionGone(self._crash_message(s, during=False))
-                outcome = await self._run(s, req, cell, on_event)
+                try:
+                    outcome = await self._run(s, req, cell, on_event)
+                except BaseException:
+                    if not _deleted_under(s):
+                        raise
+                    raise _SessionGone("The session was deleted while this code ran; its variables and files are gone.") from None
             except _SessionGone as gone:
                 await self.delete(s.identifier)
                 return self._finish(s, req, execution_id, started, _Collected(), None, error=("SessionCrashed", str(gone))), None
@@ -658,8 +663,7 @@ class SessionManager:
             try:
                 return await self._kernel_request(s, msg_type, content, timeout)
             except BaseException:
-                task = asyncio.current_task()
-                if not s.closed or (task is not None and task.cancelling()):
+                if not _deleted_under(s):
                     raise
         raise SessionNotFound(f"The session with identifier '{s.identifier}' was deleted before its kernel answered {msg_type}.")
 
@@ -693,6 +697,14 @@ class SessionManager:
 
 class _SessionGone(Exception):
     """The session's kernel died or the session was deleted under an execution."""
+
+
+def _deleted_under(s: PoolSession) -> bool:
+    """Whether the error being handled came from :meth:`SessionManager.delete` stopping the
+    session's kernel client under a read (CancelledError or AssertionError from the channel),
+    rather than from this request being cancelled."""
+    task = asyncio.current_task()
+    return s.closed and not (task is not None and task.cancelling())
 
 
 def _short(identifier: str) -> str:

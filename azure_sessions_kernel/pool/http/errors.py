@@ -59,12 +59,12 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 def _allowed_methods(request: Request) -> set[str]:
     """Every method some route serves at this path (Starlette's own 405 names only the first route's)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return methods
+    routes = request.app.router.routes
+    return {
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    }
 
 
 def install(app: FastAPI) -> None:
