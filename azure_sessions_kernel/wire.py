@@ -31,7 +31,6 @@ Local-pool extensions (never needed by an Azure client) live under the
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import datetime as _dt
 import enum
@@ -74,6 +73,7 @@ __all__ = [
     "JupyterCell",
     "JupyterCellBody",
     "LegacyExecuteBody",
+    "LegacyExecuteProperties",
     "LegacyExecution",
     "LegacyExecutionProperties",
     "LegacyFile",
@@ -676,10 +676,19 @@ class ExecuteBody(TypedDict):
     useEmptyKernel: NotRequired[bool]
 
 
+class LegacyExecuteProperties(TypedDict):
+    """What ``POST code/execute`` wraps in ``properties`` (the samples' lower-case spellings)."""
+
+    code: str
+    codeInputType: NotRequired[Literal["inline"]]
+    executionType: NotRequired[Literal["synchronous"]]
+    timeoutInSeconds: NotRequired[Annotated[int, Doc(minimum=1, description=f"Capped at {MAX_EXECUTION_TIMEOUT} s.")]]
+
+
 class LegacyExecuteBody(TypedDict):
     """``POST code/execute`` (2024-02-02-preview, 2024-08-02-preview)."""
 
-    properties: ExecuteBody
+    properties: LegacyExecuteProperties
 
 
 class ExecutionResultBody(TypedDict):
@@ -921,7 +930,7 @@ def parse_execute_request(version: str | ApiVersion, body: Any) -> ExecutionRequ
         if input_type.lower() == "inlinebase64":
             try:
                 code = base64.b64decode(code, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text
                 raise ContractError("'code' is not valid base64-encoded UTF-8 text.", code="SessionRequestValidationFailed") from None
     exec_type = _get_ci(body, "executionType")
     asynchronous = False
