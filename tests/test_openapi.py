@@ -200,3 +200,17 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(start_pool, 
         r = http.post("/executions", params={**q, "identifier": "after-the-fuzzer"}, json={"code": "6 * 7"})
         assert r.status_code == 200 and r.json()["result"]["executionResult"] == 42, r.text
     assert pool.process.poll() is None
+
+
+@pytest.mark.slow
+def test_docs_page_is_self_contained(local_pool):
+    with httpx.Client(base_url=local_pool.endpoint, headers=local_pool.headers, timeout=60) as http:
+        page = http.get("/docs")
+        served = http.get("/openapi.json").json()
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    text = page.text
+    assert "<script" not in text and "<link" not in text and "//" not in re.sub(r"<pre>.*?</pre>", "", text, flags=re.S)
+    for path, item in served["paths"].items():
+        for op in item.values():
+            assert f"id='{op['operationId']}'" in text, path
+    assert "id='ExecuteBody'" in text and "executionsCreate" in text
