@@ -21,9 +21,7 @@ router = APIRouter(tags=["sessions"], default_response_class=Response)
     responses=doc.responses({200: ("The session.", (wire.SessionResource,))}),
 )
 async def get_session(request: Request) -> Response:
-    version = version_of(request, SESSIONS_SINCE, "GET session")
-    session = existing_session(request, version)
-    return JSONResponse(wire.render_session(session.info(manager_of(request).config.cooldown)))
+    return _session(request, "GET session")
 
 
 @router.delete(
@@ -47,8 +45,7 @@ async def delete_session(request: Request) -> Response:
     responses=doc.responses({200: ("Every live session.", (wire.SessionList,))}),
 )
 async def list_sessions(request: Request) -> Response:
-    version_of(request, SESSIONS_SINCE, "GET listSessions")
-    return JSONResponse(wire.render_session_list(_all_sessions(request)))
+    return _sessions(request, "GET listSessions")
 
 
 @router.get(
@@ -83,9 +80,7 @@ async def stop_session(request: Request) -> Response:
     responses=doc.responses({200: ("The session.", (wire.SessionView,))}),
 )
 async def management_get_session(request: Request) -> Response:
-    version = version_of(request, SESSIONS_SINCE, "POST .management/getSession")
-    session = existing_session(request, version)
-    return JSONResponse(wire.render_session(session.info(manager_of(request).config.cooldown), view=True))
+    return _session(request, "POST .management/getSession", view=True)
 
 
 @router.post(
@@ -96,8 +91,7 @@ async def management_get_session(request: Request) -> Response:
     responses=doc.responses({200: ("Every live session.", (wire.SessionViewList,))}),
 )
 async def management_list_sessions(request: Request) -> Response:
-    version_of(request, SESSIONS_SINCE, "POST .management/listSessions")
-    return JSONResponse(wire.render_session_list(_all_sessions(request), view=True))
+    return _sessions(request, "POST .management/listSessions", view=True)
 
 
 async def _end_session(request: Request, route: str) -> str:
@@ -108,6 +102,15 @@ async def _end_session(request: Request, route: str) -> str:
     return identifier
 
 
-def _all_sessions(request: Request) -> list[wire.Session]:
+def _session(request: Request, route: str, *, view: bool = False) -> Response:
+    """One session, as ``GET session`` (``view``: as the ``.management`` route) shows it."""
+    session = existing_session(request, version_of(request, SESSIONS_SINCE, route))
+    return JSONResponse(wire.render_session(session.info(manager_of(request).config.cooldown), view=view))
+
+
+def _sessions(request: Request, route: str, *, view: bool = False) -> Response:
+    """Every live session, as ``GET listSessions`` (``view``: as the ``.management`` route) lists them."""
+    version_of(request, SESSIONS_SINCE, route)
     manager = manager_of(request)
-    return [s.info(manager.config.cooldown) for s in list(manager.sessions.values()) if not s.closed]
+    live = [s.info(manager.config.cooldown) for s in list(manager.sessions.values()) if not s.closed]
+    return JSONResponse(wire.render_session_list(live, view=view))
