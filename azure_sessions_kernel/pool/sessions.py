@@ -448,7 +448,8 @@ class SessionManager:
                         raise
                     raise _SessionGone("The session was deleted while this code ran; its variables and files are gone.") from None
             except _SessionGone as gone:
-                await self.delete(s.identifier)
+                if self.sessions.get(s.identifier) is s:  # not a new session under the same identifier
+                    await self.delete(s.identifier)
                 return self._finish(s, req, execution_id, started, _Collected(), None, error=("SessionCrashed", str(gone))), None
             finally:
                 s.running_msg_id = None
