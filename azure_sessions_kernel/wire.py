@@ -66,6 +66,7 @@ __all__ = [
     "FileList",
     "FileQuery",
     "FileResource",
+    "FolderPath",
     "format_time",
     "Identifier",
     "ImageResult",
@@ -630,6 +631,10 @@ Timestamp = Annotated[str | None, Doc(format="date-time")]
 #: The raw JSON result value of an execution (number, bool, null, text or an image object).
 ResultValue = Annotated[Any, Doc(description="A JSON number, boolean, null, the text/plain form, or an image object.")]
 
+#: The ``path`` query of the file routes.
+FolderPath = Annotated[str, Doc(description=f"A folder under {DATA_DIR}, relative or absolute.")]
+
+# The query parameters of each kind of route (functional form: ``api-version`` is no identifier).
 VersionQuery = TypedDict("VersionQuery", {"api-version": ApiVersionName})
 SessionQuery = TypedDict("SessionQuery", {"api-version": ApiVersionName, "identifier": Identifier})
 FileQuery = TypedDict(
@@ -637,7 +642,7 @@ FileQuery = TypedDict(
     {
         "api-version": ApiVersionName,
         "identifier": Identifier,
-        "path": NotRequired[Annotated[str, Doc(description=f"A folder under {DATA_DIR}, relative or absolute.")]],
+        "path": NotRequired[FolderPath],
     },
 )
 ListFilesQuery = TypedDict(
@@ -645,7 +650,7 @@ ListFilesQuery = TypedDict(
     {
         "api-version": ApiVersionName,
         "identifier": Identifier,
-        "path": NotRequired[Annotated[str, Doc(description=f"A folder under {DATA_DIR}, relative or absolute.")]],
+        "path": NotRequired[FolderPath],
         "recursive": NotRequired[Annotated[bool, Doc(description="List sub-folders too (2025-10-02-preview).")]],
     },
 )

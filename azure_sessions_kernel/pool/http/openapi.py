@@ -14,8 +14,12 @@ no script, no style sheet and nothing fetched from elsewhere.
 
 from __future__ import annotations
 
+import copy
+import functools
 import html
 import json
+import types
+import typing
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -23,21 +27,23 @@ from pydantic import TypeAdapter
 from ... import wire
 
 REF = "#/components/schemas/{model}"
-#: Every named schema the routes refer to, by name; merged into ``components.schemas``.
-SCHEMAS: dict[str, Any] = {}
+#: The TypedDicts the routes refer to by name; their schemas are generated when
+#: the document is first asked for (by :func:`finish`), not at import, which
+#: would cost every pool start a fifth of a second.
+_NAMED: dict[str, Any] = {}
 
 
 def schema(tp: Any) -> dict[str, Any]:
-    """The JSON schema of a wire type; its named parts (TypedDicts) go to :data:`SCHEMAS`."""
-    generated = TypeAdapter(tp).json_schema(ref_template=REF)
-    SCHEMAS.update(generated.pop("$defs", {}))
-    name = getattr(tp, "__name__", None)
-    if name and hasattr(tp, "__required_keys__"):  # a TypedDict: refer to it by name
-        SCHEMAS[name] = generated
-        return {"$ref": REF.format(model=name)}
-    return generated
+    """The JSON schema of a wire type: a reference for a TypedDict, ``anyOf`` for a union."""
+    if hasattr(tp, "__required_keys__"):  # a TypedDict: refer to it by name
+        _NAMED[tp.__name__] = tp
+        return {"$ref": REF.format(model=tp.__name__)}
+    if isinstance(tp, types.UnionType):
+        return {"anyOf": [schema(arg) for arg in typing.get_args(tp)]}
+    return TypeAdapter(tp).json_schema(ref_template=REF)
 
 
+@functools.cache
 def parameters(query: Any) -> list[dict[str, Any]]:
     """A query TypedDict of ``wire`` as OpenAPI query parameters."""
     generated = TypeAdapter(query).json_schema(ref_template=REF)
@@ -60,7 +66,7 @@ def json_content(*types: Any) -> dict[str, Any]:
 
 def operation(query: Any, *body: Any, media: str = "application/json") -> dict[str, Any]:
     """``openapi_extra`` of a route: its query parameters and request body."""
-    extra: dict[str, Any] = {"parameters": parameters(query)}
+    extra: dict[str, Any] = {"parameters": copy.deepcopy(parameters(query))}
     if body:
         content = json_content(*body) if media == "application/json" else {media: {"schema": schema(body[0])}}
         extra["requestBody"] = {"required": True, "content": content}
@@ -84,13 +90,36 @@ def responses(ok: dict[int, tuple[str, tuple[Any, ...]]], **other: dict[str, Any
 
 def finish(document: dict[str, Any]) -> dict[str, Any]:
     """Add the shared schemas and the bearer scheme every route requires."""
+    schemas: dict[str, Any] = {}
+    for name, tp in _NAMED.items():
+        generated = TypeAdapter(tp).json_schema(ref_template=REF)
+        schemas.update(generated.pop("$defs", {}))
+        schemas[name] = generated
+    # Only what this app's routes use (a strict pool's document names no extension's types).
+    used: set[str] = set()
+    pending = _references(document["paths"])
+    while pending:
+        name = pending.pop()
+        if name not in used:
+            used.add(name)
+            pending |= _references(schemas[name])
     components = document.setdefault("components", {})
-    components.setdefault("schemas", {}).update(SCHEMAS)
+    components.setdefault("schemas", {}).update({name: schemas[name] for name in sorted(used)})
     components["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer", "description": "The pool's token (Azure: an Entra ID token)."}
     }
     document["security"] = [{"bearer": []}]
     return document
+
+
+def _references(node: Any) -> set[str]:
+    """The component names ``node`` refers to with ``$ref``, at any depth."""
+    if isinstance(node, dict):
+        found = {node["$ref"].rsplit("/", 1)[1]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(_references(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_references(v) for v in node))
+    return set()
 
 
 def docs_page(document: dict[str, Any]) -> str:
