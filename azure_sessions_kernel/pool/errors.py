@@ -39,3 +39,21 @@ class SessionNotFound(PoolError):
     """The identifier names no session of this pool, or not the one ``If-Match`` names (404)."""
 
     code, status = "SessionWithIdentifierNotFound", 404
+
+
+class SessionPoolFull(PoolError):
+    """``max_sessions`` sessions exist; a new identifier must wait (429, with ``Retry-After``)."""
+
+    code, status = "SessionPoolFull", 429
+
+
+class SessionCreationFailed(PoolError):
+    """No sandbox could be started for a new session (503, with ``Retry-After``)."""
+
+    code, status = "SessionCreationFailed", 503
+
+
+class KernelTimeout(PoolError):
+    """The session's kernel did not answer a completion or inspection in time (504)."""
+
+    code, status = "KernelTimeout", 504

@@ -31,7 +31,7 @@ import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 
 from .. import wire
-from .errors import PoolError, SessionNotFound
+from .errors import KernelTimeout, SessionCreationFailed, SessionNotFound, SessionPoolFull
 from .launcher import Launcher, Sandbox, SandboxError
 
 log = logging.getLogger("azure_sessions_kernel.pool")
@@ -306,8 +306,8 @@ class SessionManager:
     async def get_or_create(self, identifier: str) -> PoolSession:
         """The session of ``identifier``, allocating one from the warm pool if new.
 
-        Raises :class:`PoolError` 429 ``SessionPoolFull`` when ``max_sessions``
-        sessions exist (with ``Retry-After``), 503 when no sandbox can start.
+        Raises :class:`SessionPoolFull` (429) when ``max_sessions``
+        sessions exist (with ``Retry-After``), :class:`SessionCreationFailed` (503) when no sandbox can start.
         """
         s = self.find(identifier)
         if s is not None:
@@ -317,11 +317,9 @@ class SessionManager:
         if pending is not None:
             return await asyncio.shield(pending)
         if len(self.sessions) + len(self._creating) >= self.config.max_sessions:
-            raise PoolError(
+            raise SessionPoolFull(
                 f"The pool is at its maximum of {self.config.max_sessions} sessions; no more sessions can be "
                 "allocated until one is deleted or expires.",
-                code="SessionPoolFull",
-                status=429,
                 retry_after=5,
             )
         future: asyncio.Future[PoolSession] = asyncio.get_running_loop().create_future()
@@ -335,7 +333,7 @@ class SessionManager:
             log.info("session %s allocated (%d active)", _short(identifier), len(self.sessions))
             return s
         except SandboxError as exc:
-            err = PoolError(f"No session could be started: {exc}", code="SessionCreationFailed", status=503, retry_after=5)
+            err = SessionCreationFailed(f"No session could be started: {exc}", retry_after=5)
             future.set_exception(err)
             raise err from exc
         except BaseException as exc:
@@ -679,7 +677,7 @@ class SessionManager:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise PoolError(f"The session's kernel did not answer {msg_type} within {timeout:.0f} s.", code="KernelTimeout", status=504)
+                raise KernelTimeout(f"The session's kernel did not answer {msg_type} within {timeout:.0f} s.")
             with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
                 r = await s.kc.get_shell_msg(timeout=min(left, 0.5))
                 if r.get("parent_header", {}).get("msg_id") == msg_id:
