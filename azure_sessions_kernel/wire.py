@@ -31,35 +31,117 @@ Local-pool extensions (never needed by an Azure client) live under the
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import datetime as _dt
 import enum
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
+from typing_extensions import NotRequired, TypedDict
+
 __all__ = [
+    "api_version",
     "API_VERSIONS",
-    "DEFAULT_API_VERSION",
-    "DATA_DIR",
-    "ERROR_CODE_HEADER",
-    "MAX_EXECUTION_TIMEOUT",
-    "MAX_UPLOAD_BYTES",
     "ApiVersion",
+    "ApiVersionName",
+    "CELL_REPLY_FIELDS",
+    "COMM_MSG_TYPES",
+    "CommAnswer",
+    "CommBody",
+    "CommMessage",
     "ContractError",
+    "DATA_DIR",
+    "DEFAULT_API_VERSION",
+    "DEFAULT_OUTPUT_STREAMS_MAX_LENGTH",
+    "DeletedMessage",
+    "Doc",
+    "ERROR_CODE_HEADER",
+    "ErrorEnvelope",
     "ErrorInfo",
+    "ErrorObject",
+    "EventsAnswer",
+    "EventsBody",
+    "ExecuteBody",
     "Execution",
     "ExecutionRequest",
+    "ExecutionResource",
+    "ExecutionResultBody",
     "ExecutionStatus",
+    "FileList",
+    "FileQuery",
+    "FileResource",
+    "FolderPath",
+    "format_time",
+    "FRONTEND_COMM_TYPES",
+    "Identifier",
     "ImageResult",
+    "InputBody",
+    "IntrospectBody",
     "JupyterCell",
+    "JupyterCellBody",
+    "LegacyExecuteBody",
+    "LegacyExecuteProperties",
+    "LegacyExecution",
+    "LegacyExecutionProperties",
+    "LegacyFile",
+    "LegacyFileList",
+    "LegacyFileProperties",
+    "ListFilesQuery",
+    "MAX_EXECUTION_TIMEOUT",
+    "MAX_INPUT_BYTES",
+    "MAX_UPLOAD_BYTES",
+    "Metadata",
+    "NameVersion",
+    "parse_cell_reply",
+    "parse_comm_message",
+    "parse_error",
+    "parse_execute_request",
+    "parse_execution",
+    "parse_file",
+    "parse_file_list",
+    "parse_jupyter_cell",
+    "parse_metadata",
+    "parse_session",
+    "parse_session_list",
+    "parse_time",
     "PoolMetadata",
     "RemoteFile",
+    "render_cell_reply",
+    "render_comm_message",
+    "render_error",
+    "render_execute_request",
+    "render_execution",
+    "render_file",
+    "render_file_list",
+    "render_jupyter_cell",
+    "render_metadata",
+    "render_session",
+    "render_session_list",
+    "ResultValue",
     "Routes",
     "Session",
-    "api_version",
+    "SessionEvent",
+    "SessionList",
+    "SessionQuery",
+    "SessionResource",
+    "SessionView",
+    "SessionViewList",
+    "split_subpath",
+    "split_upload_name",
+    "STREAM_KEEPALIVE",
+    "STREAM_MSG_TYPES",
+    "StreamBody",
+    "StreamDoneLine",
+    "StreamIopubLine",
+    "StreamLine",
+    "Timestamp",
+    "TOKEN_SCOPE",
+    "UploadForm",
+    "validate_file_name",
+    "validate_identifier",
+    "VersionQuery",
 ]
 
 #: Every data-plane version this project speaks, oldest first.
@@ -384,7 +466,7 @@ class ErrorInfo:
         return out
 
 
-def render_error(code: str, message: str, target: str | None = None) -> dict[str, Any]:
+def render_error(code: str, message: str, target: str | None = None) -> ErrorEnvelope:
     """``{"error": {"code", "message"[, "target"]}}``; send with :data:`ERROR_CODE_HEADER`."""
     return {"error": ErrorInfo(code, message, target).to_json()}
 
@@ -517,6 +599,235 @@ class PoolMetadata:
 
 
 # --------------------------------------------------------------------------
+# Wire shapes: the JSON of every request and response, as types
+# --------------------------------------------------------------------------
+#
+# The ``render_*`` functions build these shapes and the ``parse_*`` functions
+# read them (more leniently: any case, older spellings). The local pool's
+# OpenAPI document is generated from these types (pydantic reads TypedDicts),
+# and ``tests/test_openapi.py`` checks every ``render_*`` result against them,
+# so the document, the pool and the client cannot drift apart. Nothing here
+# imports pydantic: the client and the kernel do not need it.
+
+
+class Doc:
+    """JSON-schema keywords for one field: ``Annotated[int, Doc(minimum=1)]``.
+
+    pydantic calls ``__get_pydantic_json_schema__`` on ``Annotated`` metadata
+    when the pool builds its OpenAPI document; at run time this is inert.
+    """
+
+    def __init__(self, **keywords: Any) -> None:
+        self.keywords = keywords
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> Any:
+        schema = handler(core_schema)
+        schema.update(self.keywords)
+        return schema
+
+    def __repr__(self) -> str:
+        return f"Doc({self.keywords!r})"
+
+
+#: Every ``api-version`` value, as a type (the same tuple as :data:`API_VERSIONS`).
+ApiVersionName = Literal[
+    "2024-02-02-preview", "2024-08-02-preview", "2024-10-02-preview", "2025-02-02-preview", "2025-10-02-preview"
+]
+#: A session identifier: the union of every version's rule (see :func:`validate_identifier`).
+Identifier = Annotated[
+    str,
+    Doc(
+        pattern=f"^{_ID_LEGACY.pattern}$",
+        description="The session's identifier; a new one creates a session. 2024-10-02-preview and 2025-02-02-preview "
+        f"allow only {_ID_2410.pattern}; 2025-10-02-preview needs 4 to 128 characters.",
+    ),
+]
+#: An RFC 3339 UTC timestamp, or ``null``.
+Timestamp = Annotated[str | None, Doc(format="date-time")]
+#: The raw JSON result value of an execution (number, bool, null, text or an image object).
+ResultValue = Annotated[Any, Doc(description="A JSON number, boolean, null, the text/plain form, or an image object.")]
+
+#: The ``path`` query of the file routes.
+FolderPath = Annotated[str, Doc(description=f"A folder under {DATA_DIR}, relative or absolute.")]
+
+# The query parameters of each kind of route (functional form: ``api-version`` is no identifier).
+VersionQuery = TypedDict("VersionQuery", {"api-version": ApiVersionName})
+SessionQuery = TypedDict("SessionQuery", {"api-version": ApiVersionName, "identifier": Identifier})
+FileQuery = TypedDict(
+    "FileQuery",
+    {
+        "api-version": ApiVersionName,
+        "identifier": Identifier,
+        "path": NotRequired[FolderPath],
+    },
+)
+ListFilesQuery = TypedDict(
+    "ListFilesQuery",
+    {
+        "api-version": ApiVersionName,
+        "identifier": Identifier,
+        "path": NotRequired[FolderPath],
+        "recursive": NotRequired[Annotated[bool, Doc(description="List sub-folders too (2025-10-02-preview).")]],
+    },
+)
+
+
+class ErrorObject(TypedDict):
+    code: str
+    message: str
+    target: NotRequired[str]
+    details: NotRequired[list[ErrorObject]]
+
+
+class ErrorEnvelope(TypedDict):
+    """Every error response (with the same code in ``x-ms-error-code``)."""
+
+    error: ErrorObject
+
+
+class ExecuteBody(TypedDict):
+    """``POST executions`` (and, wrapped in ``properties``, ``POST code/execute``)."""
+
+    code: str
+    codeInputType: NotRequired[Literal["Inline", "InlineBase64", "InlineText"]]
+    executionType: NotRequired[Literal["Synchronous", "Asynchronous"]]
+    timeoutInSeconds: NotRequired[Annotated[int, Doc(minimum=1, description=f"Capped at {MAX_EXECUTION_TIMEOUT} s.")]]
+    outputStreamsMaxLength: NotRequired[Annotated[int, Doc(minimum=0, description="2025-10-02-preview.")]]
+    returnJupyterFormatExecutionResult: NotRequired[bool]
+    useEmptyKernel: NotRequired[bool]
+
+
+class LegacyExecuteProperties(TypedDict):
+    """What ``POST code/execute`` wraps in ``properties`` (the samples' lower-case spellings)."""
+
+    code: str
+    codeInputType: NotRequired[Literal["inline"]]
+    executionType: NotRequired[Literal["synchronous"]]
+    timeoutInSeconds: NotRequired[Annotated[int, Doc(minimum=1, description=f"Capped at {MAX_EXECUTION_TIMEOUT} s.")]]
+
+
+class LegacyExecuteBody(TypedDict):
+    """``POST code/execute`` (2024-02-02-preview, 2024-08-02-preview)."""
+
+    properties: LegacyExecuteProperties
+
+
+class ExecutionResultBody(TypedDict):
+    stdout: str
+    stderr: str
+    executionResult: ResultValue
+    executionTimeInMilliseconds: int
+
+
+class ExecutionResource(TypedDict):
+    """An execution of 2024-10-02-preview and later (``result`` once it finished)."""
+
+    id: str | None
+    identifier: str | None
+    sessionId: str | None
+    executionType: Literal["Synchronous", "Asynchronous"]
+    status: Literal["NotStarted", "Running", "Succeeded", "Failed", "Canceled"]
+    result: NotRequired[ExecutionResultBody]
+    error: NotRequired[ErrorEnvelope]
+
+
+LegacyExecutionProperties = TypedDict(
+    "LegacyExecutionProperties",
+    {
+        "$id": str,
+        "status": Literal["Success", "Failure"],
+        "stdout": str,
+        "stderr": str,
+        "result": ResultValue,
+        "executionResult": ResultValue,
+        "executionTimeInMilliseconds": int,
+    },
+)
+LegacyExecution = TypedDict("LegacyExecution", {"$id": str, "properties": LegacyExecutionProperties})
+
+
+class FileResource(TypedDict):
+    """A file of 2024-10-02-preview and later (``directory`` from 2025-10-02-preview)."""
+
+    name: str
+    type: Literal["File", "directory"]
+    sizeInBytes: int
+    lastModifiedAt: Timestamp
+    contentType: str
+    directory: NotRequired[str]
+
+
+class FileList(TypedDict):
+    value: list[FileResource]
+    nextLink: None
+
+
+LegacyFileProperties = TypedDict(
+    "LegacyFileProperties", {"$id": str, "filename": str, "size": int, "lastModifiedTime": Timestamp}
+)
+LegacyFile = TypedDict("LegacyFile", {"$id": str, "properties": LegacyFileProperties})
+#: 2024-02/08 answer a list, an upload and a file's metadata alike.
+LegacyFileList = TypedDict("LegacyFileList", {"$id": str, "value": list[LegacyFile]})
+
+
+class UploadForm(TypedDict):
+    """The ``multipart/form-data`` body of an upload: one part named ``file``, with a filename."""
+
+    file: Annotated[bytes, Doc(description=f"The file; at most {MAX_UPLOAD_BYTES // 2**20} MB.")]
+
+
+class DeletedMessage(TypedDict):
+    """``DELETE files/{name}`` in 2024-08-02-preview."""
+
+    message: str
+
+
+class SessionResource(TypedDict):
+    identifier: str | None
+    createdAt: Timestamp
+    lastAccessedAt: Timestamp
+    expireAt: Timestamp
+    etag: str | None
+
+
+class SessionView(TypedDict):
+    """A session as the ``.management`` routes show it (``expiresAt``)."""
+
+    identifier: str | None
+    createdAt: Timestamp
+    lastAccessedAt: Timestamp
+    expiresAt: Timestamp
+    etag: str | None
+
+
+class SessionList(TypedDict):
+    sessions: list[SessionResource]
+    nextLink: None
+
+
+class SessionViewList(TypedDict):
+    value: list[SessionView]
+    count: int
+    nextLink: None
+
+
+class NameVersion(TypedDict):
+    name: str
+    version: str
+
+
+class Metadata(TypedDict):
+    """``GET metadata``; ``localPool`` only from a local pool that is not Azure-strict."""
+
+    runtimes: list[NameVersion]
+    preInstalledPackages: list[NameVersion]
+    createdAt: Timestamp
+    lastUpdatedAt: Timestamp
+    jupyterKernel: dict[str, Any] | None
+    localPool: NotRequired[dict[str, Any]]
+
+
+# --------------------------------------------------------------------------
 # Timestamps
 # --------------------------------------------------------------------------
 
@@ -548,7 +859,7 @@ def parse_time(value: Any) -> _dt.datetime | None:
 # --------------------------------------------------------------------------
 
 
-def render_execute_request(version: str | ApiVersion, req: ExecutionRequest) -> dict[str, Any]:
+def render_execute_request(version: str | ApiVersion, req: ExecutionRequest) -> ExecuteBody | LegacyExecuteBody:
     """The JSON body a client sends to the execute route of ``version``."""
     v = api_version(version)
     if not v.executions_api:
@@ -640,7 +951,7 @@ def parse_execute_request(version: str | ApiVersion, body: Any) -> ExecutionRequ
         if input_type.lower() == "inlinebase64":
             try:
                 code = base64.b64decode(code, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text
                 raise ContractError("'code' is not valid base64-encoded UTF-8 text.", code="SessionRequestValidationFailed") from None
     exec_type = _get_ci(body, "executionType")
     asynchronous = False
@@ -668,7 +979,9 @@ def parse_execute_request(version: str | ApiVersion, body: Any) -> ExecutionRequ
 # --------------------------------------------------------------------------
 
 
-def render_execution(version: str | ApiVersion, ex: Execution, *, endpoint_path: str = "") -> tuple[int, dict[str, Any], dict[str, str]]:
+def render_execution(
+    version: str | ApiVersion, ex: Execution, *, endpoint_path: str = ""
+) -> tuple[int, ExecutionResource | LegacyExecution, dict[str, str]]:
     """Status code, JSON body and headers of an execute (or poll) response.
 
     ``endpoint_path`` is the path prefix of the pool (``""`` when routes sit
@@ -790,7 +1103,7 @@ def _legacy_file(f: RemoteFile, ids: list[int]) -> dict[str, Any]:
     }
 
 
-def render_file(version: str | ApiVersion, f: RemoteFile) -> dict[str, Any]:
+def render_file(version: str | ApiVersion, f: RemoteFile) -> FileResource | LegacyFileList:
     """One file as the upload and metadata routes of ``version`` return it."""
     v = api_version(version)
     if not v.executions_api:
@@ -808,7 +1121,7 @@ def render_file(version: str | ApiVersion, f: RemoteFile) -> dict[str, Any]:
     return out
 
 
-def render_file_list(version: str | ApiVersion, files: Sequence[RemoteFile]) -> dict[str, Any]:
+def render_file_list(version: str | ApiVersion, files: Sequence[RemoteFile]) -> FileList | LegacyFileList:
     """The list route's body for ``version``."""
     v = api_version(version)
     if not v.executions_api:
@@ -864,7 +1177,7 @@ def parse_file_list(body: Any) -> list[RemoteFile]:
 # --------------------------------------------------------------------------
 
 
-def render_session(s: Session, *, view: bool = False) -> dict[str, Any]:
+def render_session(s: Session, *, view: bool = False) -> SessionResource | SessionView:
     """``Session`` of the spec (``expireAt``), or the docs' ``SessionView``
     (``expiresAt``) of the ``.management`` routes when ``view``."""
     out: dict[str, Any] = {
@@ -877,7 +1190,7 @@ def render_session(s: Session, *, view: bool = False) -> dict[str, Any]:
     return out
 
 
-def render_session_list(sessions: Sequence[Session], *, view: bool = False) -> dict[str, Any]:
+def render_session_list(sessions: Sequence[Session], *, view: bool = False) -> SessionList | SessionViewList:
     """``{"sessions": [...]}`` for ``GET listSessions``; ``{"value", "count"}`` for the management route."""
     items = [render_session(s, view=view) for s in sessions]
     if view:
@@ -907,7 +1220,7 @@ def parse_session_list(body: Any) -> list[Session]:
     return [parse_session(x) for x in items]
 
 
-def render_metadata(m: PoolMetadata) -> dict[str, Any]:
+def render_metadata(m: PoolMetadata) -> Metadata:
     out: dict[str, Any] = {
         "runtimes": [{"name": n, "version": ver} for n, ver in m.runtimes],
         "preInstalledPackages": [{"name": n, "version": ver} for n, ver in m.packages],
@@ -1001,6 +1314,119 @@ STREAM_MSG_TYPES = frozenset({"stream", "display_data", "update_display_data", "
 COMM_MSG_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 
 
+class JupyterCellBody(TypedDict, total=False):
+    """The ``"jupyter"`` member of a stream request (see :class:`JupyterCell`)."""
+
+    executionCount: Annotated[int | None, Doc(minimum=0)]
+    silent: bool
+    storeHistory: bool
+    userExpressions: dict[str, str]
+    allowStdin: Annotated[bool, Doc(description="input() becomes a stdin line of the stream (extension 'stdin').")]
+    timeout: Annotated[float, Doc(minimum=0, description="The cell's own timeout in seconds, not capped at 220; 0: none.")]
+    msgId: Annotated[str, Doc(description="The notebook's execute_request msg_id; the session kernel runs the cell under it.")]
+
+
+class StreamBody(ExecuteBody):
+    """``POST .local/executions/stream``: an execute body, optionally a notebook cell."""
+
+    jupyter: NotRequired[JupyterCellBody]
+
+
+class IntrospectBody(TypedDict):
+    """``POST .local/complete`` and ``POST .local/inspect``."""
+
+    code: str
+    cursor_pos: NotRequired[Annotated[int, Doc(minimum=0, description="Defaults to the end of the code.")]]
+    detail_level: NotRequired[Literal[0, 1]]
+
+
+class StreamIopubLine(TypedDict):
+    """One output of the running code, as the session's kernel published it."""
+
+    type: Literal["iopub"]
+    msg_type: Literal["stream", "display_data", "update_display_data", "clear_output", "execute_result", "error", "comm_open", "comm_msg", "comm_close"]
+    content: dict[str, Any]
+    metadata: NotRequired[dict[str, Any]]
+    buffers: NotRequired[list[str]]
+
+
+class StreamStdinLine(TypedDict):
+    """The running cell called ``input()`` (extension ``stdin``): answer with ``POST .local/executions/input``."""
+
+    type: Literal["stdin"]
+    msg_type: Literal["input_request"]
+    content: dict[str, Any]
+
+
+class StreamKeepaliveLine(TypedDict):
+    """Sent every ``STREAM_KEEPALIVE`` seconds of silence of a cell stream."""
+
+    type: Literal["keepalive"]
+
+
+class InputBody(TypedDict):
+    """``POST .local/executions/input``: the answer to the running cell's ``input()``."""
+
+    value: str
+
+
+class CommBody(TypedDict):
+    """``POST .local/comm``: a frontend's comm message for the session kernel (see :class:`CommMessage`)."""
+
+    msgId: str
+    msgType: Literal["comm_open", "comm_msg", "comm_close", "comm_info_request"]
+    content: dict[str, Any]
+    metadata: NotRequired[dict[str, Any]]
+    buffers: NotRequired[list[str]]
+
+
+class SessionEvent(TypedDict):
+    """An output the session kernel published (buffers base64)."""
+
+    msgType: str
+    content: dict[str, Any]
+    metadata: dict[str, Any]
+    buffers: list[str]
+    parentMsgId: str | None
+    seq: NotRequired[int]
+
+
+class CommAnswer(TypedDict):
+    """What the session kernel published under a frontend's comm message, and a comm_info_reply content."""
+
+    outputs: list[SessionEvent]
+    reply: dict[str, Any] | None
+
+
+class EventsBody(TypedDict):
+    """``POST .local/events``."""
+
+    after: NotRequired[Annotated[int, Doc(minimum=0, description="The last event the caller has; those up to it are dropped.")]]
+    wait: NotRequired[Annotated[float, Doc(minimum=0, maximum=10, description="Seconds to wait for an event when there is none.")]]
+
+
+class EventsAnswer(TypedDict):
+    """What the session published outside its cells, numbered."""
+
+    events: list[SessionEvent]
+    next: int
+
+
+class StreamDoneLine(TypedDict):
+    """The last line of a stream: the execution's outcome."""
+
+    type: Literal["done"]
+    status: Literal["ok", "error", "aborted", "timeout"]
+    execution: NotRequired[ExecutionResource | LegacyExecution]
+    etag: NotRequired[str | None]
+    reply: NotRequired[dict[str, Any]]
+    error: NotRequired[ErrorObject]
+
+
+#: One line of ``application/x-ndjson`` from the stream extension.
+StreamLine = StreamIopubLine | StreamStdinLine | StreamKeepaliveLine | StreamDoneLine
+
+
 @dataclasses.dataclass(frozen=True)
 class JupyterCell:
     """The ``"jupyter"`` member of a stream request: run the code as this notebook cell.
@@ -1025,7 +1451,7 @@ class JupyterCell:
     msg_id: str | None = None
 
 
-def render_jupyter_cell(cell: JupyterCell) -> dict[str, Any]:
+def render_jupyter_cell(cell: JupyterCell) -> JupyterCellBody:
     """The ``"jupyter"`` member a client adds to a stream request body."""
     return {
         "executionCount": cell.execution_count,

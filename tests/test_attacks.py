@@ -275,7 +275,7 @@ def host() -> Iterator[dict[str, Any]]:
     yield {
         "host_port": tcp.getsockname()[1], "host_addr": host_addr, "abstract": abstract_name,
         "secret": secret, "secret_path": str(secret_path), "decoy_path": str(decoy_path), "decoy_fd": decoy_fd,
-        "nameserver": nameserver, "checkout": str(REPO / "azure_sessions_kernel" / "pool" / "app.py"),
+        "nameserver": nameserver, "checkout": str(REPO / "azure_sessions_kernel" / "pool" / "server.py"),
     }
     stop.set()
     for t in threads:

@@ -138,6 +138,13 @@ def test_parse_execute_request_rejects(version, body, message):
     assert caught.value.status == 400
 
 
+def test_base64_code_with_non_ascii_text_is_a_contract_error():
+    """Found by schemathesis: b64decode raises a plain ValueError for non-ASCII text (was a 500)."""
+    with pytest.raises(ContractError, match="base64") as caught:
+        wire.parse_execute_request("2025-10-02-preview", {"code": "é", "codeInputType": "InlineBase64"})
+    assert caught.value.status == 400
+
+
 # --------------------------------------------------------------------------
 # Execute responses (§4.2, §4.3, §4.4)
 # --------------------------------------------------------------------------

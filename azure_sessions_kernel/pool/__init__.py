@@ -1,7 +1,7 @@
 """The local session pool: an HTTP server speaking Azure's dynamic-sessions
 data-plane API, running each session in a sandboxed ipykernel on this machine.
 
-``app`` (routes) → ``sessions`` (lifecycle, executions) → ``launcher`` (the
+``http`` (routes, one module per resource) → ``sessions`` (lifecycle, executions) → ``launcher`` (the
 sandbox seam: ``bwrap``, ``insecure``) → ``runner/session_kernel.py`` (inside
 the sandbox); ``files`` does host-side file operations, ``image`` builds the
 sandbox's Python environment, ``server`` is ``azure-sessions-kernel serve``.

@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..wire import DATA_DIR, MAX_UPLOAD_BYTES, ContractError, RemoteFile, split_subpath, validate_file_name
+from .errors import PoolError
 
 __all__ = [
     "MAX_LIST_ENTRIES",
@@ -92,17 +93,11 @@ _WRITE_BATCH = 1024 * 1024
 # --------------------------------------------------------------------------
 
 
-class FileOpError(Exception):
+class FileOpError(PoolError):
     """A file operation failed; ``code``/``status`` feed the Azure error envelope."""
 
     code = "FileOperationFailed"
     status = 500
-
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code or type(self).code
-        self.status = status or type(self).status
 
 
 class FileNotFound(FileOpError):

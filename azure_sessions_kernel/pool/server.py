@@ -208,7 +208,7 @@ async def _watch_leases(lease_dir: Path, stop: asyncio.Event, runtime_file: Path
 async def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .http import create_app
 
     if args.insecure_no_sandbox:
         print(

@@ -1,6 +1,6 @@
 """Session lifecycle of the local pool: identifiers, warm pool, executions, expiry.
 
-The HTTP layer (:mod:`azure_sessions_kernel.pool.app`) calls a
+The HTTP layer (:mod:`azure_sessions_kernel.pool.http`) calls a
 :class:`SessionManager` for everything that touches a session; the manager
 asks its :class:`~azure_sessions_kernel.pool.sandbox.Launcher` for sandboxes
 and drives the ipykernel inside each one with ``jupyter_client``.
@@ -35,6 +35,7 @@ import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 
 from .. import wire
+from .errors import KernelTimeout, NoInputRequested, SessionCreationFailed, SessionNotFound, SessionPoolFull
 from .sandbox import Launcher, Sandbox, SandboxError
 
 log = logging.getLogger("azure_sessions_kernel.pool")
@@ -58,14 +59,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: an expression in a throwaway scope exercise compile, exec and the AST path
 #: without binding anything in the user's namespace.
 _WARM_UP = "(lambda: [x * 2 for x in range(3)])()\n"
-
-
-class PoolError(Exception):
-    """An error the HTTP layer turns into an Azure error envelope."""
-
-    def __init__(self, message: str, *, code: str, status: int, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.message, self.code, self.status, self.retry_after = message, code, status, retry_after
 
 
 @dataclasses.dataclass
@@ -404,8 +397,8 @@ class SessionManager:
     async def get_or_create(self, identifier: str) -> PoolSession:
         """The session of ``identifier``, allocating one from the warm pool if new.
 
-        Raises :class:`PoolError` 429 ``SessionPoolFull`` when ``max_sessions``
-        sessions exist (with ``Retry-After``), 503 when no sandbox can start.
+        Raises :class:`SessionPoolFull` (429) when ``max_sessions``
+        sessions exist (with ``Retry-After``), :class:`SessionCreationFailed` (503) when no sandbox can start.
         """
         s = self.find(identifier)
         if s is not None:
@@ -415,11 +408,9 @@ class SessionManager:
         if pending is not None:
             return await asyncio.shield(pending)
         if len(self.sessions) + len(self._creating) >= self.config.max_sessions:
-            raise PoolError(
+            raise SessionPoolFull(
                 f"The pool is at its maximum of {self.config.max_sessions} sessions; no more sessions can be "
                 "allocated until one is deleted or expires.",
-                code="SessionPoolFull",
-                status=429,
                 retry_after=5,
             )
         future: asyncio.Future[PoolSession] = asyncio.get_running_loop().create_future()
@@ -433,7 +424,7 @@ class SessionManager:
             log.info("session %s allocated (%d active)", _short(identifier), len(self.sessions))
             return s
         except SandboxError as exc:
-            err = PoolError(f"No session could be started: {exc}", code="SessionCreationFailed", status=503, retry_after=5)
+            err = SessionCreationFailed(f"No session could be started: {exc}", retry_after=5)
             future.set_exception(err)
             raise err from exc
         except BaseException as exc:
@@ -529,7 +520,7 @@ class SessionManager:
                 deadline = time.monotonic() + COMM_TIMEOUT
                 while (not idle or (wants_reply and reply is None)) and time.monotonic() < deadline:
                     if s.closed or not s.sandbox.is_alive():
-                        raise PoolError("The session ended while it handled the comm message.", code="SessionWithIdentifierNotFound", status=404)
+                        raise SessionNotFound("The session ended while it handled the comm message.")
                     with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
                         m = await kc.get_iopub_msg(timeout=0.05)
                         if m.get("parent_header", {}).get("msg_id") != msg.msg_id:
@@ -598,16 +589,16 @@ class SessionManager:
                     raise _SessionGone(self._crash_message(s, during=False))
                 try:
                     outcome = await self._run(s, req, cell, on_event)
-                except (asyncio.CancelledError, Exception):
-                    task = asyncio.current_task()
-                    if not s.closed or (task is not None and task.cancelling()):
+                except BaseException:
+                    if not _deleted_under(s):
                         raise
                     # DELETE session (or expiry) closed the kernel's channels under this execution.
                     return self._finish(s, req, execution_id, started, _Collected(), None, error=("SessionDeleted", (
                         "The session was deleted while this code ran: its variables and files are gone, and the next "
                         "execution runs in a fresh session."))), None  # fmt: skip
             except _SessionGone as gone:
-                await self.delete(s.identifier)
+                if self.sessions.get(s.identifier) is s:  # not a new session under the same identifier
+                    await self.delete(s.identifier)
                 return self._finish(s, req, execution_id, started, _Collected(), None, error=("SessionCrashed", str(gone))), None
             finally:
                 s.running_msg_id = None
@@ -832,11 +823,11 @@ class SessionManager:
     async def send_input(self, s: PoolSession, value: str) -> None:
         """Answer the ``input()`` the running cell waits in (the ``stdin`` extension).
 
-        Raises :class:`PoolError` 409 when no cell of the session waits for input.
+        Raises :class:`NoInputRequested` (409) when no cell of the session waits for input.
         Does not take the session lock: the cell that waits holds it.
         """
         if s.running_msg_id is None or not s.waiting_input:
-            raise PoolError("No cell of this session is waiting for input.", code="NoInputRequested", status=409)
+            raise NoInputRequested("No cell of this session is waiting for input.")
         s.waiting_input = False
         s.kc.input(value)
 
@@ -854,23 +845,37 @@ class SessionManager:
     async def kernel_request(self, s: PoolSession, msg_type: str, content: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
         """``complete_request``/``inspect_request`` to the session's kernel; the reply content.
 
-        Runs under the session lock so that shell replies are not read by an
-        execution; a busy session answers once its execution ends.
+        Called by the ``.local/complete`` and ``.local/inspect`` routes. Runs
+        under the session lock so that shell replies are not read by an
+        execution; a busy session answers once its execution ends. When the
+        session is deleted (or expires) meanwhile, raises
+        :class:`SessionNotFound`: :meth:`delete` stops the kernel client
+        under this read without taking the lock.
         """
         async with s.lock:
-            s.touch()
-            msg = s.kc.session.msg(msg_type, content)
-            s.kc.shell_channel.send(msg)
-            msg_id = msg["header"]["msg_id"]
-            deadline = time.monotonic() + timeout
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise PoolError(f"The session's kernel did not answer {msg_type} within {timeout:.0f} s.", code="KernelTimeout", status=504)
-                with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
-                    r = await s.kc.get_shell_msg(timeout=min(left, 0.5))
-                    if r.get("parent_header", {}).get("msg_id") == msg_id:
-                        return dict(r["content"])
+            try:
+                return await self._kernel_request(s, msg_type, content, timeout)
+            except BaseException:
+                if not _deleted_under(s):
+                    raise
+        raise SessionNotFound(f"The session with identifier '{s.identifier}' was deleted before its kernel answered {msg_type}.")
+
+    async def _kernel_request(self, s: PoolSession, msg_type: str, content: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if s.closed:
+            raise _SessionGone()
+        s.touch()
+        msg = s.kc.session.msg(msg_type, content)
+        s.kc.shell_channel.send(msg)
+        msg_id = msg["header"]["msg_id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KernelTimeout(f"The session's kernel did not answer {msg_type} within {timeout:.0f} s.")
+            with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
+                r = await s.kc.get_shell_msg(timeout=min(left, 0.5))
+                if r.get("parent_header", {}).get("msg_id") == msg_id:
+                    return dict(r["content"])
 
     # ------------------------------------------------------------------ introspection
 
@@ -885,6 +890,14 @@ class SessionManager:
 
 class _SessionGone(Exception):
     """The session's kernel died or the session was deleted under an execution."""
+
+
+def _deleted_under(s: PoolSession) -> bool:
+    """Whether the error being handled came from :meth:`SessionManager.delete` stopping the
+    session's kernel client under a read (CancelledError or AssertionError from the channel),
+    rather than from this request being cancelled."""
+    task = asyncio.current_task()
+    return s.closed and not (task is not None and task.cancelling())
 
 
 def _short(identifier: str) -> str:
