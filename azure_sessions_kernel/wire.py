@@ -31,6 +31,7 @@ Local-pool extensions (never needed by an Azure client) live under the
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import datetime as _dt
 import enum
@@ -135,7 +136,9 @@ __all__ = [
     "StreamBody",
     "StreamDoneLine",
     "StreamIopubLine",
+    "StreamKeepaliveLine",
     "StreamLine",
+    "StreamStdinLine",
     "Timestamp",
     "TOKEN_SCOPE",
     "UploadForm",
@@ -1531,7 +1534,7 @@ def parse_comm_message(body: Any) -> CommMessage:
     if not isinstance(body, Mapping):
         raise bad("the body must be a JSON object")
     msg_type = body.get("msgType")
-    if msg_type not in FRONTEND_COMM_TYPES:
+    if not isinstance(msg_type, str) or msg_type not in FRONTEND_COMM_TYPES:
         raise bad(f"'msgType' must be one of {', '.join(sorted(FRONTEND_COMM_TYPES))}")
     content, metadata, buffers = body.get("content"), body.get("metadata") or {}, body.get("buffers") or []
     if not isinstance(content, Mapping) or not isinstance(metadata, Mapping) or not isinstance(buffers, list):
