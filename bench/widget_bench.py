@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 o50, o99 = summary(o)
                 l50, l99 = summary(l)
                 rows.append([f"slider update → observer output, {label}, p50", ms(o50), ms(l50), f"{o50 / l50:5.2f}", ""])
-                rows.append([f"  p99", ms(o99), ms(l99), f"{o99 / l99:5.2f}", ""])
+                rows.append(["  p99", ms(o99), ms(l99), f"{o99 / l99:5.2f}", ""])
         finally:
             local.close()
     table(f"9. Widget round trip ({samples} interleaved samples each)", header, rows)

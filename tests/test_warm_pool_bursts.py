@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from azure_sessions_kernel.pool.sandbox import Launcher, Sandbox, SandboxError
-from azure_sessions_kernel.pool.sessions import PoolConfig, PoolError, SessionManager
+from azure_sessions_kernel.pool.errors import PoolError
+from azure_sessions_kernel.pool.sessions import PoolConfig, SessionManager
 
 
 class FakeSandbox(Sandbox):
