@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from .. import wire
-from .._runtime import LEASE_DIR, LOCK_FILE, LOG_FILE, POOL_FILE, pid_alive, runtime_dir
+from .._runtime import DEFAULT_IMAGE, LOCK_FILE, pid_alive, pool_files, runtime_dir
 from ._exceptions import ConfigurationError
 
 __all__ = ["LocalPoolLease", "acquire_local_pool", "acquire_local_pool_sync"]
@@ -49,6 +49,8 @@ class LocalPoolLease:
     isolation: dict[str, Any]
     strict: bool
     pid: int
+    #: The session image the pool serves (``serve --image``): ``"default"``, a name or a directory.
+    image: str = DEFAULT_IMAGE
     lease_file: Path | None = dataclasses.field(default=None, repr=False)
     started_here: bool = False
 
@@ -87,24 +89,44 @@ def _read_pool_file(path: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and isinstance(info.get("pid"), int) else None
 
 
+def requested_image(serve_args: Sequence[str]) -> str:
+    """The session image ``serve_args`` ask for: the last ``--image``, as ``serve`` reads it."""
+    image = DEFAULT_IMAGE
+    for i, arg in enumerate(serve_args):
+        if arg == "--image" and i + 1 < len(serve_args):
+            image = serve_args[i + 1]
+        elif arg.startswith("--image="):
+            image = arg.split("=", 1)[1]
+    return image
+
+
 def acquire_local_pool_sync(serve_args: Sequence[str] = (), *, python: str | None = None) -> LocalPoolLease:
-    """Reuse the running local pool or start one, and take a lease on it.
+    """Reuse the running local pool of the wanted image or start one, and take a lease on it.
 
     ``serve_args`` are extra ``azure-sessions-kernel serve`` options used only
     when this call starts the pool (an already running pool is reused as it
-    is). Raises :class:`ConfigurationError` with the pool's own error output
-    when it cannot start (no session image, no sandbox, ...).
+    is), except ``--image``: each session image has a shared pool of its own,
+    so a kernel never silently gets another image than it asked for. Raises
+    :class:`ConfigurationError` with the pool's own error output when it
+    cannot start (no session image, no sandbox, ...).
     """
+    image = requested_image(serve_args)
     rdir = runtime_dir()
-    pool_file, lease_dir = rdir / POOL_FILE, rdir / LEASE_DIR
+    pool_name, lease_name, log_name = pool_files(image)
+    pool_file, lease_dir = rdir / pool_name, rdir / lease_name
     lease_dir.mkdir(exist_ok=True, mode=0o700)
     with open(rdir / LOCK_FILE, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         started_here = False
         info = _read_pool_file(pool_file)
         if info is None or not pid_alive(info["pid"]) or not _healthy(info):
-            info = _start_pool(rdir, pool_file, lease_dir, serve_args, python or sys.executable)
+            info = _start_pool(rdir / log_name, pool_file, lease_dir, serve_args, python or sys.executable)
             started_here = True
+        if info.get("image", DEFAULT_IMAGE) != image:  # a pool file written by something else
+            raise ConfigurationError(
+                f"The local session pool at {info['endpoint']} serves the image {info.get('image', DEFAULT_IMAGE)!r}, "
+                f"not {image!r} as asked; stop it (pid {info['pid']}) or ask for its image."
+            )
         lease = lease_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
         lease.write_text(str(os.getpid()))
     return LocalPoolLease(
@@ -113,6 +135,7 @@ def acquire_local_pool_sync(serve_args: Sequence[str] = (), *, python: str | Non
         isolation=info.get("isolation") or {},
         strict=bool(info.get("strict")),
         pid=info["pid"],
+        image=image,
         lease_file=lease,
         started_here=started_here,
     )
@@ -123,10 +146,9 @@ async def acquire_local_pool(serve_args: Sequence[str] = (), *, python: str | No
     return await asyncio.to_thread(acquire_local_pool_sync, serve_args, python=python)
 
 
-def _start_pool(rdir: Path, pool_file: Path, lease_dir: Path, serve_args: Sequence[str], python: str) -> dict[str, Any]:
+def _start_pool(log_path: Path, pool_file: Path, lease_dir: Path, serve_args: Sequence[str], python: str) -> dict[str, Any]:
     with contextlib.suppress(OSError):
         pool_file.unlink()
-    log_path = rdir / LOG_FILE
     argv = [python, "-m", "azure_sessions_kernel", "serve", "--port", "0", "--runtime-file", str(pool_file), "--lease-dir", str(lease_dir), *serve_args]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -53,6 +53,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from .._runtime import DEFAULT_IMAGE
+
 __all__ = [
     "DEFAULT_IMAGE_NAME",
     "ImageError",
@@ -76,7 +78,7 @@ REQUIREMENTS_IN = Path(__file__).with_name("image") / "requirements.in"
 #: The same, resolved: every package pinned with its hashes (``image lock`` writes it).
 LOCK_FILE = Path(__file__).with_name("image") / "requirements.lock"
 #: The name of the image built from the lock alone.
-DEFAULT_IMAGE_NAME = "default"
+DEFAULT_IMAGE_NAME = DEFAULT_IMAGE
 #: The platform the lock is resolved for (any platform and Python from the oldest one up).
 LOCK_PYTHON = "3.11"
 STAMP_NAME = "image.json"
