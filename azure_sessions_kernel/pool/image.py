@@ -393,6 +393,7 @@ def build_image(
     if blocked is not None and os.geteuid() == 0:
         raise ImageError(f"{image_dir} is under {blocked}, which other users cannot enter; choose another --dir")
     label = name or (str(image_dir) if directory else DEFAULT_IMAGE_NAME)
+    pinned_extra = _resolve_extra(interp, requirements) if requirements is not None else ""
     with _build_lock(image_dir.parent):
         stamp = _read_stamp(image_dir)  # another build may have finished while we waited
         if not force and stamp is not None and stamp.get("key") == key:
@@ -401,7 +402,7 @@ def build_image(
         old_umask = os.umask(0o022)
         build_dir = Path(tempfile.mkdtemp(prefix=f".{image_dir.name}.build-", dir=image_dir.parent))
         try:
-            _populate(build_dir, image_dir, interp, key, label, extra)
+            _populate(build_dir, image_dir, interp, key, label, extra, pinned_extra)
             _swap_into_place(build_dir, image_dir)
         except BaseException:
             shutil.rmtree(build_dir, ignore_errors=True)
@@ -421,32 +422,77 @@ def _uv() -> str:
     return find_uv_bin()
 
 
-def _install_packages(build_dir: Path, extra: str) -> None:
-    """Install the lock (hashes required) and then the extra requirements, resolved against the lock."""
+def _resolve_extra(interp: _Interpreter, requirements: str | os.PathLike[str]) -> str:
+    """Pin the extra requirements against the lock, before anything is built.
+
+    A requirement that does not exist, or needs another version of a default
+    package, fails here in a second or two, naming the conflict, and nothing
+    is built or replaced.
+    """
+    argv = [_uv(), "pip", "compile", "--no-config", "--quiet", "--no-header", "--no-annotate", "--python", str(interp.path),
+            "--constraint", str(LOCK_FILE), os.fspath(requirements)]
+    print(f"image: resolving {requirements} against the default set", file=sys.stderr, flush=True)
+    result = subprocess.run(argv, text=True, capture_output=True)
+    if result.returncode != 0:
+        raise ImageError(f"the requirements in {requirements} do not resolve together with the default set:\n{result.stderr.strip()[-4000:]}")
+    return result.stdout
+
+
+def _install_packages(build_dir: Path, pinned_extra: str) -> None:
+    """Install the lock (hashes required) into a new image, or the extras pinned by :func:`_resolve_extra` into a clone."""
     uv, python = _uv(), str(build_dir / "bin" / "python")
     # Bytecode now: the image is read-only in the sandbox, so sessions could never cache it.
     common = ["--python", python, "--compile-bytecode", "--no-config"]
-    _run([uv, "pip", "sync", *common, "--require-hashes", str(LOCK_FILE)],
-         f"installing {LOCK_FILE.name} with uv (under a minute the first time, seconds from uv's cache)")
-    if not extra:
+    if not pinned_extra:
+        _run([uv, "pip", "sync", *common, "--require-hashes", str(LOCK_FILE)],
+             f"installing {LOCK_FILE.name} with uv (under a minute the first time, seconds from uv's cache)")
         return
     extra_file = build_dir / "extra-requirements.txt"
-    extra_file.write_text(extra)
-    # The lock as constraints: the default packages keep their versions, and a
-    # requirement that needs others fails here, naming the conflict.
-    _run([uv, "pip", "install", *common, "--constraint", str(LOCK_FILE), "-r", str(extra_file)],
-         "installing the extra requirements", quiet=True)
+    extra_file.write_text(pinned_extra)
+    _run([uv, "pip", "install", *common, "--constraint", str(LOCK_FILE), "-r", str(extra_file)], "installing the extra requirements")
     extra_file.unlink()
 
 
-def _populate(build_dir: Path, final_dir: Path, interp: _Interpreter, key: str, name: str, extra: str) -> None:
+def _clone_default(build_dir: Path, interp: _Interpreter) -> ImageInfo:
+    """Start a named image as a copy of the default one (built first if need be).
+
+    The installed packages and their bytecode are hard links (files in an
+    image never change; uv's own installs are links to its cache already), so
+    a named image costs the time and disk of its extra packages only. ``bin/``
+    and ``share/`` are real copies: scripts are rewritten for the new path and
+    the matplotlib cache is rebuilt in place.
+    """
+    default = build_image(python=str(interp.path))
+    print(f"image: starting from the default image {default.path}", file=sys.stderr, flush=True)
+    for entry in default.path.iterdir():
+        target = build_dir / entry.name
+        if entry.name == STAMP_NAME:
+            continue
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry), target)
+        elif entry.name in ("bin", "share"):
+            shutil.copytree(entry, target, symlinks=True)
+        elif entry.is_dir():
+            shutil.copytree(entry, target, symlinks=True, copy_function=os.link)
+        else:
+            shutil.copy2(entry, target)
+    _repoint_scripts(build_dir / "bin", default.path, build_dir)
+    return default
+
+
+def _populate(build_dir: Path, final_dir: Path, interp: _Interpreter, key: str, name: str, extra: str, pinned_extra: str) -> None:
     os.chmod(build_dir, 0o755)
-    _run([str(interp.path), "-m", "venv", "--clear", "--without-pip", str(build_dir)], f"creating a virtual environment from {interp.path}")
+    if pinned_extra:
+        _clone_default(build_dir, interp)
+    else:
+        _run([str(interp.path), "-m", "venv", "--clear", "--without-pip", str(build_dir)], f"creating a virtual environment from {interp.path}")
     python = str(build_dir / "bin" / "python")
-    _install_packages(build_dir, extra)
+    _install_packages(build_dir, pinned_extra)
+    with contextlib.suppress(FileNotFoundError):
+        (build_dir / ".lock").unlink()  # uv's lock of the environment, mode 0666
     _repoint_scripts(build_dir / "bin", build_dir, final_dir)
     mpl_cache = build_dir / MPL_CACHE_SUBDIR
-    mpl_cache.mkdir(parents=True)
+    mpl_cache.mkdir(parents=True, exist_ok=True)
     env = {"PATH": "/usr/bin:/bin", "MPLCONFIGDIR": str(mpl_cache), "HOME": str(build_dir)}
     _run([python, "-c", _WARM_MATPLOTLIB], "pre-building matplotlib's font cache", env=env, quiet=True)
     packages = json.loads(_run([python, "-I", "-c", _LIST_PACKAGES], "listing packages", quiet=True))
@@ -459,6 +505,7 @@ def _populate(build_dir: Path, final_dir: Path, interp: _Interpreter, key: str, 
         "base_interpreter": str(interp.path),
         "base_prefix": str(interp.base_prefix),
         "extra_requirements": extra,
+        "extra_pinned": pinned_extra,
         "packages": packages,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
