@@ -270,7 +270,7 @@ def _index_reachable(timeout: float = PIP_PROBE_SECONDS) -> bool:
 
 
 def _needs_index(args: list[str]) -> bool:
-    """Whether ``pip install ARGS`` may look anything up in an index: not for local files with --no-index."""
+    """Whether ``pip install ARGS`` may look anything up in an index: not with --no-index, nor for local files only."""
     if "--no-index" in args:
         return False
     skip = False
