@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import re
 import secrets
 import subprocess
@@ -27,19 +26,12 @@ from azure_sessions_kernel.client import acquire_local_pool_sync
 from azure_sessions_kernel.pool.image import find_image, resolve_image
 
 from ._support import KERNEL_NAME, environment, execute, install_kernelspec, write_kernel_config
+from .test_notebooks import NOTEBOOKS, run_demo
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 FOUNDRY_FILE_TYPES = ["csv", "json", "xml", "html", "md", "txt", "code", "docx", "pptx", "xlsx", "pdf", "png", "jpeg", "gif", "zip", "tar"]
 NO_EGRESS = "pip cannot reach the package index from this session (it has no network access): use a session image"
-
-
-def _load_run_demo():
-    spec = importlib.util.spec_from_file_location("run_demo", NOTEBOOKS / "run_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _text(outputs: list[dict[str, Any]]) -> str:
@@ -69,7 +61,7 @@ def _configure(pool: Any, jupyter_path: Path, tmp_path_factory: pytest.TempPathF
 
 def test_the_default_image_has_every_package_and_round_trips_every_file_type(local_pool, jupyter_path, tmp_path_factory, tmp_path) -> None:
     with _configure(local_pool, jupyter_path, tmp_path_factory):
-        nb = _load_run_demo().execute_notebook(NOTEBOOKS / "packages-and-files.ipynb", tmp_path)
+        nb = run_demo.execute_notebook(NOTEBOOKS / "packages-and-files.ipynb", tmp_path)
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
@@ -237,7 +229,7 @@ def test_bad_builds_say_why_and_leave_images_intact(custom_image, tmp_path) -> N
     assert (resolve_image(custom_image) / "image.json").read_bytes() == before
     assert not list(resolve_image(custom_image).parent.glob(f".{custom_image}.build-*")), "a failed build left its directory"
     listed = _cli("list")
-    assert re.search(rf"^default .*packages", listed.stdout, re.M) and re.search(rf"^{custom_image} .*packages", listed.stdout, re.M)
+    assert re.search(r"^default .*packages", listed.stdout, re.M) and re.search(rf"^{custom_image} .*packages", listed.stdout, re.M)
     unknown = _cli("remove", "no-such-image")
     assert unknown.returncode == 1 and "there is no image named 'no-such-image'" in unknown.stderr
     same = tmp_path / "same.txt"
