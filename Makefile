@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: all setup system image bytecode demo test bench clean
+.PHONY: all setup system image lock bytecode demo test bench clean
 
 all: test
 
@@ -31,9 +31,14 @@ system:
 	@sh .ci/system-packages.sh
 
 # The session image: a Python environment the sandbox uid can read, built
-# from the package registry. Rebuilt only when its requirements change.
+# by uv from the lock file (pinned, with hashes). Rebuilt only when the lock
+# changes; a rebuild with nothing changed is a no-op.
 image: $(STAMP) system
 	$(BIN)/azure-sessions-kernel image build
+
+# Re-resolve pool/image/requirements.in into requirements.lock (commit both).
+lock: $(STAMP)
+	$(BIN)/azure-sessions-kernel image lock
 
 # Byte-compile the package as pip does for a normal install: with an editable
 # install under PYTHONDONTWRITEBYTECODE (set on some machines, CI among them)

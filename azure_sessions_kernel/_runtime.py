@@ -8,10 +8,11 @@ the other.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
-#: JSON ``{"endpoint", "token", "pid", "strict", "isolation"}`` of the shared pool.
+#: JSON ``{"endpoint", "token", "pid", "strict", "isolation", "image"}`` of the shared pool.
 POOL_FILE = "local-pool.json"
 #: Directory of lease files ``<pid>-<random>``; the pool exits when none is alive.
 LEASE_DIR = "leases"
@@ -21,6 +22,21 @@ LOCK_FILE = "local-pool.lock"
 LOG_FILE = "local-pool.log"
 #: A pool started without ``--token`` writes its token to ``pool-<pid>.token``.
 POOL_TOKEN_PREFIX, POOL_TOKEN_SUFFIX = "pool-", ".token"
+#: The session image of the pool that the files above describe (``serve --image``'s default).
+DEFAULT_IMAGE = "default"
+
+
+def pool_files(image: str = DEFAULT_IMAGE) -> tuple[str, str, str]:
+    """Names of the pool file, the lease directory and the log of the shared pool serving ``image``.
+
+    One shared pool per image: a kernel that wants another image than the
+    running pool's gets a pool of its own instead of the wrong image. The
+    default image keeps the plain names.
+    """
+    if image == DEFAULT_IMAGE:
+        return POOL_FILE, LEASE_DIR, LOG_FILE
+    slot = hashlib.sha256(image.encode()).hexdigest()[:12]
+    return f"local-pool-{slot}.json", f"leases-{slot}", f"local-pool-{slot}.log"
 
 
 def runtime_dir() -> Path:

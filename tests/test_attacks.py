@@ -528,8 +528,8 @@ PROBES = [
     ),
 ]
 
-# Added by ipykernel and IPython themselves at start.
-_KERNEL_ENV = {"PWD", "PYDEVD_USE_FRAME_EVAL", "TERM", "CLICOLOR", "FORCE_COLOR", "CLICOLOR_FORCE", "PAGER", "GIT_PAGER", "JPY_PARENT_PID", "SHLVL", "_"}
+# Added by ipykernel and IPython themselves at start (PLOTLY_RENDERER: by the session runner).
+_KERNEL_ENV = {"PWD", "PLOTLY_RENDERER", "PYDEVD_USE_FRAME_EVAL", "TERM", "CLICOLOR", "FORCE_COLOR", "CLICOLOR_FORCE", "PAGER", "GIT_PAGER", "JPY_PARENT_PID", "SHLVL", "_"}
 
 
 def probe_context(api: Api, bystander: Bystander, host: dict[str, Any]) -> dict[str, Any]:

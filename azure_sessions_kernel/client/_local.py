@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from .. import wire
-from .._runtime import LEASE_DIR, LOCK_FILE, LOG_FILE, POOL_FILE, process_running, runtime_dir
+from .._runtime import DEFAULT_IMAGE, LOCK_FILE, pool_files, process_running, runtime_dir
 from ._exceptions import ConfigurationError
 
 __all__ = ["LocalPoolLease", "acquire_local_pool", "acquire_local_pool_sync"]
@@ -52,6 +52,8 @@ class LocalPoolLease:
     isolation: dict[str, Any]
     strict: bool
     pid: int
+    #: The session image the pool serves (``serve --image``): ``"default"``, a name or a directory.
+    image: str = DEFAULT_IMAGE
     lease_file: Path | None = dataclasses.field(default=None, repr=False)
     started_here: bool = False
     process: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False, compare=False)
@@ -119,16 +121,31 @@ def _read_pool_file(path: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and isinstance(info.get("pid"), int) else None
 
 
+def requested_image(serve_args: Sequence[str]) -> str:
+    """The session image ``serve_args`` ask for: the last ``--image``, as ``serve`` reads it."""
+    image = DEFAULT_IMAGE
+    for i, arg in enumerate(serve_args):
+        if arg == "--image" and i + 1 < len(serve_args):
+            image = serve_args[i + 1]
+        elif arg.startswith("--image="):
+            image = arg.split("=", 1)[1]
+    return image
+
+
 def acquire_local_pool_sync(serve_args: Sequence[str] = (), *, python: str | None = None) -> LocalPoolLease:
-    """Reuse the running local pool or start one, and take a lease on it.
+    """Reuse the running local pool of the wanted image or start one, and take a lease on it.
 
     ``serve_args`` are extra ``azure-sessions-kernel serve`` options used only
     when this call starts the pool (an already running pool is reused as it
-    is). Raises :class:`ConfigurationError` with the pool's own error output
-    when it cannot start (no session image, no sandbox, ...).
+    is), except ``--image``: each session image has a shared pool of its own,
+    so a kernel never silently gets another image than it asked for. Raises
+    :class:`ConfigurationError` with the pool's own error output when it
+    cannot start (no session image, no sandbox, ...).
     """
+    image = requested_image(serve_args)
     rdir = runtime_dir()
-    pool_file, lease_dir = rdir / POOL_FILE, rdir / LEASE_DIR
+    pool_name, lease_name, log_name = pool_files(image)
+    pool_file, lease_dir = rdir / pool_name, rdir / lease_name
     lease_dir.mkdir(exist_ok=True, mode=0o700)
     process = None
     # Joining a running pool needs no lock (a burst of kernels would queue on it behind one
@@ -143,14 +160,21 @@ def acquire_local_pool_sync(serve_args: Sequence[str] = (), *, python: str | Non
             fcntl.flock(lock, fcntl.LOCK_EX)
             info = _read_pool_file(pool_file)
             if info is None or not process_running(info["pid"]) or not _healthy(info):
-                info, process = _start_pool(rdir, pool_file, lease_dir, serve_args, python or sys.executable)
+                info, process = _start_pool(rdir / log_name, pool_file, lease_dir, serve_args, python or sys.executable)
             lease = _take_lease(lease_dir)
+    if info.get("image", DEFAULT_IMAGE) != image:  # a pool file written by something else
+        lease.unlink()
+        raise ConfigurationError(
+            f"The local session pool at {info['endpoint']} serves the image {info.get('image', DEFAULT_IMAGE)!r}, "
+            f"not {image!r} as asked; stop it (pid {info['pid']}) or ask for its image."
+        )
     return LocalPoolLease(
         endpoint=info["endpoint"],
         token=info["token"],
         isolation=info.get("isolation") or {},
         strict=bool(info.get("strict")),
         pid=info["pid"],
+        image=image,
         lease_file=lease,
         started_here=process is not None,
         process=process,
@@ -169,11 +193,10 @@ async def acquire_local_pool(serve_args: Sequence[str] = (), *, python: str | No
 
 
 def _start_pool(
-    rdir: Path, pool_file: Path, lease_dir: Path, serve_args: Sequence[str], python: str
+    log_path: Path, pool_file: Path, lease_dir: Path, serve_args: Sequence[str], python: str
 ) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
     with contextlib.suppress(OSError):
         pool_file.unlink()
-    log_path = rdir / LOG_FILE
     argv = [python, "-m", "azure_sessions_kernel", "serve", "--port", "0", "--runtime-file", str(pool_file), "--lease-dir", str(lease_dir), *serve_args]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -242,7 +242,9 @@ class SessionMagics(Magics):
         display(_files_table(title, rows), raw=True)
 
     @magic_arguments()
-    @argument("action", nargs="?", choices=("new", "delete", "use"), help="new: switch to a fresh session; delete: end this one; use NAME: switch to a named session")
+    @argument("action", nargs="?", choices=("new", "delete", "use", "packages"),
+              help="new: switch to a fresh session; delete: end this one; use NAME: switch to a named session; "
+                   "packages: list the session image's packages")
     @argument("name", nargs="?", help="the session name for 'use' (letters, digits, '.', '_', '-')")
     @line_magic
     def session(self, line: str) -> None:
@@ -253,12 +255,18 @@ class SessionMagics(Magics):
         %session delete     end the current session now; the next cell starts a fresh one
         %session use NAME   use the named session NAME: the same NAME finds the same session
                             again after a kernel restart (until it expires or is deleted)
+        %session packages   the packages of the session image, with their versions
         """
         args = parse_argstring(self.session, line)
         if args.action != "use" and args.name:
             raise SessionMagicError(f"%session {args.action or ''} takes no name; did you mean %session use {args.name}?")
         if args.action is None:
             self._show_session()
+        elif args.action == "packages":
+            packages = self._client.metadata().packages
+            if not packages:
+                raise SessionMagicError("This pool does not list its packages; run !pip list in a cell instead.")
+            print("\n".join(f"{name}=={version}" for name, version in packages))
         elif args.action == "new":
             self.kernel.switch_session(None)
             print("Switched to a new session; the next cell runs in it.")
@@ -302,11 +310,24 @@ class SessionMagics(Magics):
                 lines.append(("age", f"{_duration(now - info.created_at)} (created {info.created_at:%Y-%m-%d %H:%M:%S} UTC)"))
             if info.expires_at:
                 lines.append(("expires", f"in {_duration(info.expires_at - now)} if idle ({info.expires_at:%H:%M:%S} UTC)"))
+        lines.append(("image", self._describe_image()))
         extensions = ", ".join(sorted(backend.extensions)) or "none (Azure contract only: cells run through the long-poll channel)"
         limit = kernel.execution_timeout
         lines += [("extensions", extensions), ("cell timeout", "none" if limit is None else f"{limit:g} s")]
         width = max(len(k) for k, _ in lines)
         print("\n".join(f"{k:<{width}}  {v}" for k, v in lines))
+
+    def _describe_image(self) -> str:
+        """The session image's name and package count, from the pool's metadata (``%session``)."""
+        try:
+            metadata = self._client.metadata()
+        except sessions_client.SessionsError as exc:
+            return f"unknown ({exc})"
+        name = ((metadata.extensions or {}).get("image") or {}).get("name")
+        if name is None and not self.kernel.endpoint:  # the local pool this kernel leased serves the image it asked for
+            name = self.kernel.image or "default"
+        count = f"{len(metadata.packages)} packages, %session packages lists them" if metadata.packages else "packages not listed"
+        return f"{name or 'not named by the pool'} ({count})"
 
     @magic_arguments()
     @argument("seconds", nargs="?", type=_seconds_or_off, help="the new per-cell timeout in seconds (any positive number), or 'off' for none")

@@ -1,7 +1,7 @@
 """Install or remove the ``azure-sessions`` kernelspec, like ``python -m ipykernel install``.
 
 ``azure-sessions-kernel install [--user | --sys-prefix | --prefix P] [--name N]
-[--display-name D] [--endpoint URL]`` and ``azure-sessions-kernel uninstall``;
+[--display-name D] [--endpoint URL] [--image NAME]`` and ``azure-sessions-kernel uninstall``;
 also ``python -m azure_sessions_kernel.kernel.install``. The kernelspec comes
 from the package's ``resources`` (the repository's ``kernelspec/`` folder),
 with ``argv[0]`` set to the Python running this, so the kernel starts in the
@@ -25,7 +25,9 @@ KERNEL_NAME = "azure-sessions"
 LOGOS = ("logo-32x32.png", "logo-64x64.png")
 
 
-def write_kernelspec(directory: Path, *, display_name: str | None = None, endpoint: str | None = None, python: str | None = None) -> dict:
+def write_kernelspec(
+    directory: Path, *, display_name: str | None = None, endpoint: str | None = None, image: str | None = None, python: str | None = None
+) -> dict:
     """Write ``kernel.json`` and the logos into ``directory``; returns the kernel.json content."""
     source = resources.files(__package__).joinpath("resources")
     spec = json.loads(source.joinpath("kernel.json").read_text(encoding="utf-8"))
@@ -34,6 +36,8 @@ def write_kernelspec(directory: Path, *, display_name: str | None = None, endpoi
         spec["display_name"] = display_name
     if endpoint:
         spec["argv"].append(f"--AzureSessionsKernel.endpoint={endpoint}")
+    if image:
+        spec["argv"].append(f"--AzureSessionsKernel.image={image}")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     for logo in LOGOS:
@@ -48,6 +52,7 @@ def install(
     kernel_name: str = KERNEL_NAME,
     display_name: str | None = None,
     endpoint: str | None = None,
+    image: str | None = None,
 ) -> str:
     """Install the kernelspec and return the directory it went to.
 
@@ -64,11 +69,13 @@ def install(
     endpoint
         An Azure session pool management endpoint to run cells in; default: the
         ``AZURE_CONTAINER_APP_SESSION_POOL_MANAGEMENT_ENDPOINT`` variable, else the local pool.
+    image
+        The session image of the local pool (``AzureSessionsKernel.image``); default: the default image.
     """
     if not _is_valid_kernel_name(kernel_name):
         raise ValueError(f"{kernel_name!r} is not a valid kernel name: use letters, digits, '.', '_' and '-'.")
     with tempfile.TemporaryDirectory() as tmp:
-        write_kernelspec(Path(tmp), display_name=display_name, endpoint=endpoint)
+        write_kernelspec(Path(tmp), display_name=display_name, endpoint=endpoint, image=image)
         return KernelSpecManager().install_kernel_spec(tmp, kernel_name, user=user, prefix=prefix)
 
 
@@ -89,9 +96,11 @@ def install_main(argv: Sequence[str] | None = None) -> int:
     _location_options(parser)
     parser.add_argument("--display-name", help='name shown in frontends (default: "Python 3 (Azure Sessions)")')
     parser.add_argument("--endpoint", help="Azure session pool management endpoint (default: $AZURE_CONTAINER_APP_SESSION_POOL_MANAGEMENT_ENDPOINT, else the local pool)")
+    parser.add_argument("--image", help="session image of the local pool: a name from 'azure-sessions-kernel image list' (default: the default image)")
     args = parser.parse_args(argv)
     try:
-        path = install(user=args.user, prefix=_prefix(args), kernel_name=args.name, display_name=args.display_name, endpoint=args.endpoint)
+        path = install(user=args.user, prefix=_prefix(args), kernel_name=args.name, display_name=args.display_name,
+                       endpoint=args.endpoint, image=args.image)
     except PermissionError as exc:
         print(f"Cannot write {exc.filename}: install with --user or --sys-prefix instead.", file=sys.stderr)
         return 1

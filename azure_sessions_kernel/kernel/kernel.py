@@ -187,6 +187,25 @@ class AzureSessionsKernel(IPythonKernel):
         ),
     ).tag(config=True)
 
+    image = Unicode(
+        help=dedent(
+            """
+            The session image of the local pool this kernel starts or joins: a name from
+            `azure-sessions-kernel image list` (built with `azure-sessions-kernel image build
+            --requirements FILE --name NAME`: the default packages plus FILE's), or an image
+            directory. Empty means the default image. Kernels share one local pool per image, so
+            a kernel never runs in another image than the one it names; an unknown name fails
+            the first cell with the pool's error, naming the built images. Set it at install time
+            with `azure-sessions-kernel install --image NAME`. Azure pools choose their own image:
+            there it has no effect.
+            """
+        ),
+    ).tag(config=True)
+
+    def _pool_args(self) -> list[str]:
+        """``local_pool_args`` plus ``--image`` when this kernel names one (the last one counts)."""
+        return [*self.local_pool_args, *(["--image", self.image] if self.image else [])]
+
     @property
     def banner(self) -> str:  # type: ignore[override]
         return (
@@ -223,7 +242,7 @@ class AzureSessionsKernel(IPythonKernel):
             api_version=self.api_version,
             identifier=self._initial_identifier(),
             use_extensions=self.use_extensions,
-            local_pool_args=self.local_pool_args,
+            local_pool_args=self._pool_args(),
             log=self.log,
         )
 

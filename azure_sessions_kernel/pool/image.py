@@ -1,21 +1,27 @@
-"""The session image: the Python environment that sandboxed sessions run.
+"""Session images: the Python environments that sandboxed sessions run.
 
 A session must not see the host's Python (on the project's machines the
 default one lives under ``/root``, which other uids cannot even traverse), so
-the pool runs every kernel with a virtual environment built once from a
-system interpreter and bound read-only into the sandbox at the same path.
+the pool runs every kernel with a virtual environment built from a system
+interpreter and bound read-only into the sandbox at the same path.
 
-``azure-sessions-kernel image build`` (``make setup`` runs it) creates it;
-:func:`find_image` is what the launchers (``pool/sandbox/bwrap.py``,
-``pool/sandbox/insecure.py``) and the pool's ``/metadata`` call to locate it and list
-its packages. Where it lives:
+``azure-sessions-kernel image build`` (``make setup`` runs it) builds the
+*default* image from ``image/requirements.lock``: every package pinned with
+its hashes, installed by uv (in parallel, from its cache after the first
+time). ``image build --requirements FILE --name NAME`` builds a *named* image:
+the default set plus FILE, resolved against the lock so that the default
+packages keep their versions. :func:`find_image` is what the launchers
+(``pool/sandbox/bwrap.py``, ``pool/sandbox/insecure.py``) and the pool's ``/metadata`` call
+to locate an image and list its packages; :func:`resolve_image` turns
+``serve --image NAME|DIR`` into a directory. Where images live:
 
-* ``$AZURE_SESSIONS_KERNEL_IMAGE`` when set (the image directory itself);
-* as root: ``/opt/azure-sessions-kernel/images/py<X.Y>-<hash8>``;
-* otherwise: ``${XDG_CACHE_HOME:-~/.cache}/azure-sessions-kernel/images/py<X.Y>-<hash8>``;
+* ``$AZURE_SESSIONS_KERNEL_IMAGE`` when set (the default image directory itself);
+* as root: ``/opt/azure-sessions-kernel/images/``;
+* otherwise: ``${XDG_CACHE_HOME:-~/.cache}/azure-sessions-kernel/images/``;
 
-where ``hash8`` covers ``image/requirements.txt`` and the interpreter, so a
-changed requirement builds a fresh image next to the old one.
+the default image in ``py<X.Y>-<hash8>`` there, where ``hash8`` covers the
+lock and the interpreter (a refreshed lock builds a fresh image next to the
+old one), a named image in ``named/<NAME>``.
 
 Layout of a built image (``<image>``)::
 
@@ -23,8 +29,8 @@ Layout of a built image (``<image>``)::
     lib/python3.X/site-packages
     share/matplotlib/          pre-built font cache, copied into the session's
                                MPLCONFIGDIR by the runner at kernel start
-    image.json                 the stamp, written last: requirements hash,
-                               interpreter, package list
+    image.json                 the stamp, written last: name, key, interpreter,
+                               extra requirements, package list
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -46,25 +53,40 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from .._runtime import DEFAULT_IMAGE
+
 __all__ = [
+    "DEFAULT_IMAGE_NAME",
     "ImageError",
     "ImageInfo",
     "build_image",
     "default_image_dir",
     "find_image",
+    "list_images",
+    "lock_requirements",
     "main",
+    "remove_image",
+    "resolve_image",
 ]
 
 #: Environment variable naming an image directory; overrides the default.
 IMAGE_ENV = "AZURE_SESSIONS_KERNEL_IMAGE"
 #: The system interpreter images are built from unless ``--python`` says otherwise.
 DEFAULT_PYTHON = "/usr/bin/python3"
-REQUIREMENTS_FILE = Path(__file__).with_name("image") / "requirements.txt"
+#: What the default image holds, as ranges (edited by hand).
+REQUIREMENTS_IN = Path(__file__).with_name("image") / "requirements.in"
+#: The same, resolved: every package pinned with its hashes (``image lock`` writes it).
+LOCK_FILE = Path(__file__).with_name("image") / "requirements.lock"
+#: The name of the image built from the lock alone.
+DEFAULT_IMAGE_NAME = DEFAULT_IMAGE
+#: The platform the lock is resolved for (any platform and Python from the oldest one up).
+LOCK_PYTHON = "3.11"
 STAMP_NAME = "image.json"
 #: Where, inside an image, the pre-built matplotlib cache lives.
 MPL_CACHE_SUBDIR = "share/matplotlib"
 ROOT_IMAGES_DIR = Path("/opt/azure-sessions-kernel/images")
-_STAMP_FORMAT = 1
+_STAMP_FORMAT = 2
+_NAME_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 _FIX = "run 'make setup' or 'azure-sessions-kernel image build'"
 
@@ -81,6 +103,8 @@ class ImageInfo:
     python: Path
     python_version: str
     packages: tuple[tuple[str, str], ...]
+    #: ``"default"``, the NAME it was built with, or its directory when built with ``--dir``.
+    name: str = DEFAULT_IMAGE_NAME
     #: Prefix of the interpreter the venv was made from (its stdlib lives
     #: there); the sandbox binds it read-only unless it is under /usr.
     base_prefix: Path = Path("/usr")
@@ -117,13 +141,17 @@ def _inspect_interpreter(python: str) -> _Interpreter:
     return _Interpreter(Path(python), Path(os.path.realpath(python)), version, Path(stdlib), Path(base_prefix))
 
 
-def _requirements_text() -> str:
-    return REQUIREMENTS_FILE.read_text()
+def _lock_text() -> str:
+    try:
+        return LOCK_FILE.read_text()
+    except OSError as exc:
+        raise ImageError(f"the lock file {LOCK_FILE} is missing ({exc.strerror}); reinstall the package "
+                         "or run 'azure-sessions-kernel image lock'") from None
 
 
-def _image_key(interp: _Interpreter, requirements: str) -> str:
+def _image_key(interp: _Interpreter, lock: str, extra: str = "") -> str:
     digest = hashlib.sha256()
-    for part in (requirements, str(interp.real_path), interp.version, str(_STAMP_FORMAT)):
+    for part in (lock, extra, str(interp.real_path), interp.version, str(_STAMP_FORMAT)):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()
 
@@ -146,7 +174,35 @@ def default_image_dir(python: str | None = None) -> Path:
         return Path(override).absolute()
     interp = _inspect_interpreter(python or _default_python())
     short_version = ".".join(interp.version.split(".")[:2])
-    return _images_root() / f"py{short_version}-{_image_key(interp, _requirements_text())[:8]}"
+    return _images_root() / f"py{short_version}-{_image_key(interp, _lock_text())[:8]}"
+
+
+def _check_name(name: str) -> str:
+    if not _NAME_CHARS.fullmatch(name) or name == DEFAULT_IMAGE_NAME:
+        raise ImageError(
+            f"{name!r} cannot name an image: use 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+            f"or digit, and not {DEFAULT_IMAGE_NAME!r} (the image built from the lock alone)"
+        )
+    return name
+
+
+def _named_dir(name: str) -> Path:
+    return _images_root() / "named" / _check_name(name)
+
+
+def resolve_image(spec: str | os.PathLike[str] | None) -> Path:
+    """The directory of the image ``spec`` names: ``None`` or ``"default"``, a NAME, or a directory.
+
+    Called by ``serve --image`` before the launcher is made. A spec with a
+    ``/`` in it is a directory; anything else is a name, which need not be
+    built yet (:func:`find_image` says so, with the fix).
+    """
+    if spec is None or str(spec) == DEFAULT_IMAGE_NAME:
+        return default_image_dir()
+    text = os.fspath(spec)
+    if os.sep in text or text.startswith("."):
+        return Path(text).absolute()
+    return _named_dir(text)
 
 
 # --------------------------------------------------------------------------
@@ -172,6 +228,11 @@ def find_image(directory: str | os.PathLike[str] | None = None) -> ImageInfo:
     image_dir = Path(directory).absolute() if directory else default_image_dir()
     stamp = _read_stamp(image_dir)
     if stamp is None:
+        if image_dir.parent == _images_root() / "named":
+            raise ImageError(
+                f"there is no image named {image_dir.name!r} ('azure-sessions-kernel image list' shows the built ones; "
+                f"'azure-sessions-kernel image build --requirements FILE --name {image_dir.name}' builds it)"
+            )
         raise ImageError(f"the session image is not built (no {image_dir / STAMP_NAME}); {_FIX}")
     python = image_dir / "bin" / "python"
     if not os.access(python, os.X_OK):
@@ -182,7 +243,21 @@ def find_image(directory: str | os.PathLike[str] | None = None) -> ImageInfo:
         python_version=stamp["python_version"],
         packages=tuple((name, version) for name, version in stamp["packages"]),
         base_prefix=Path(stamp.get("base_prefix", "/usr")),
+        name=stamp.get("name") or DEFAULT_IMAGE_NAME,
     )
+
+
+def list_images() -> list[ImageInfo]:
+    """The default image (when built) and every named image, for ``image list``."""
+    candidates = [default_image_dir()]
+    named_root = _images_root() / "named"
+    if named_root.is_dir():
+        candidates += sorted(p for p in named_root.iterdir() if not p.name.startswith("."))
+    found = []
+    for directory in candidates:
+        with contextlib.suppress(ImageError):
+            found.append(find_image(directory))
+    return found
 
 
 # --------------------------------------------------------------------------
@@ -268,28 +343,57 @@ def _build_lock(images_root: Path) -> Iterator[None]:
         yield
 
 
-def build_image(directory: str | os.PathLike[str] | None = None, python: str | None = None, force: bool = False) -> ImageInfo:
-    """Build the session image unless an up-to-date one is already there.
+def build_image(
+    directory: str | os.PathLike[str] | None = None,
+    python: str | None = None,
+    force: bool = False,
+    *,
+    name: str | None = None,
+    requirements: str | os.PathLike[str] | None = None,
+) -> ImageInfo:
+    """Build an image unless an up-to-date one is already there.
 
-    Called by ``azure-sessions-kernel image build``. Builds in a temporary
-    sibling directory and renames it into place, so a crash never leaves a
-    half-built image that :func:`find_image` would accept.
+    Called by ``azure-sessions-kernel image build`` (``make setup``) and by
+    tests. Without ``name`` it builds the default image (in ``directory``
+    when given); with ``name`` it builds the default set plus the
+    ``requirements`` file as a named image. Builds in a temporary sibling
+    directory and renames it into place, so a failed build (a requirement
+    that does not resolve, a crash) leaves the existing image as it was and
+    never a half-built one that :func:`find_image` would accept.
     """
+    if name is not None and directory is not None:
+        raise ImageError("give --name or --dir, not both: a named image lives with the other images")
+    if requirements is not None and name is None:
+        raise ImageError("--requirements needs --name: the default image holds the default set only")
+    if name is not None:
+        _check_name(name)
+    extra = ""
+    if requirements is not None:
+        try:
+            extra = Path(requirements).read_text()
+        except OSError as exc:
+            raise ImageError(f"cannot read the requirements file {requirements}: {exc.strerror}") from None
     interp = _inspect_interpreter(python or _default_python())
     if os.geteuid() == 0:  # sessions will run as other, unprivileged uids
         _check_readable_by_others(interp)
-    requirements = _requirements_text()
-    key = _image_key(interp, requirements)
-    image_dir = Path(directory).absolute() if directory else default_image_dir(str(interp.path))
+    lock = _lock_text()
+    key = _image_key(interp, lock, extra)
+    if name is not None:
+        image_dir = _named_dir(name)
+    else:
+        image_dir = Path(directory).absolute() if directory else default_image_dir(str(interp.path))
 
     stamp = _read_stamp(image_dir)
     if not force and stamp is not None and stamp.get("key") == key:
+        print(f"image: {image_dir} is up to date", file=sys.stderr)
         return find_image(image_dir)
 
     image_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     blocked = _untraversable_ancestor(image_dir)
     if blocked is not None and os.geteuid() == 0:
         raise ImageError(f"{image_dir} is under {blocked}, which other users cannot enter; choose another --dir")
+    label = name or (str(image_dir) if directory else DEFAULT_IMAGE_NAME)
+    pinned_extra = _resolve_extra(interp, requirements) if requirements is not None else ""
     with _build_lock(image_dir.parent):
         stamp = _read_stamp(image_dir)  # another build may have finished while we waited
         if not force and stamp is not None and stamp.get("key") == key:
@@ -298,7 +402,7 @@ def build_image(directory: str | os.PathLike[str] | None = None, python: str | N
         old_umask = os.umask(0o022)
         build_dir = Path(tempfile.mkdtemp(prefix=f".{image_dir.name}.build-", dir=image_dir.parent))
         try:
-            _populate(build_dir, image_dir, interp, requirements, key)
+            _populate(build_dir, image_dir, interp, key, label, extra, pinned_extra)
             _swap_into_place(build_dir, image_dir)
         except BaseException:
             shutil.rmtree(build_dir, ignore_errors=True)
@@ -309,28 +413,99 @@ def build_image(directory: str | os.PathLike[str] | None = None, python: str | N
     return find_image(image_dir)
 
 
-def _populate(build_dir: Path, final_dir: Path, interp: _Interpreter, requirements: str, key: str) -> None:
+def _uv() -> str:
+    """The uv binary (a dependency of this package: it installs images in parallel, from its cache)."""
+    try:
+        from uv import find_uv_bin
+    except ImportError:
+        raise ImageError("uv is not installed in this environment; 'pip install uv' (a dependency of this package)") from None
+    return find_uv_bin()
+
+
+def _resolve_extra(interp: _Interpreter, requirements: str | os.PathLike[str]) -> str:
+    """Pin the extra requirements against the lock, before anything is built.
+
+    A requirement that does not exist, or needs another version of a default
+    package, fails here in a second or two, naming the conflict, and nothing
+    is built or replaced.
+    """
+    argv = [_uv(), "pip", "compile", "--no-config", "--quiet", "--no-header", "--no-annotate", "--python", str(interp.path),
+            "--constraint", str(LOCK_FILE), os.fspath(requirements)]
+    print(f"image: resolving {requirements} against the default set", file=sys.stderr, flush=True)
+    result = subprocess.run(argv, text=True, capture_output=True)
+    if result.returncode != 0:
+        raise ImageError(f"the requirements in {requirements} do not resolve together with the default set:\n{result.stderr.strip()[-4000:]}")
+    return result.stdout
+
+
+def _install_packages(build_dir: Path, pinned_extra: str) -> None:
+    """Install the lock (hashes required) into a new image, or the extras pinned by :func:`_resolve_extra` into a clone."""
+    uv, python = _uv(), str(build_dir / "bin" / "python")
+    # Bytecode now: the image is read-only in the sandbox, so sessions could never cache it.
+    common = ["--python", python, "--compile-bytecode", "--no-config"]
+    if not pinned_extra:
+        _run([uv, "pip", "sync", *common, "--require-hashes", str(LOCK_FILE)],
+             f"installing {LOCK_FILE.name} with uv (under a minute the first time, seconds from uv's cache)")
+        return
+    extra_file = build_dir / "extra-requirements.txt"
+    extra_file.write_text(pinned_extra)
+    _run([uv, "pip", "install", *common, "--constraint", str(LOCK_FILE), "-r", str(extra_file)], "installing the extra requirements")
+    extra_file.unlink()
+
+
+def _clone_default(build_dir: Path, interp: _Interpreter) -> ImageInfo:
+    """Start a named image as a copy of the default one (built first if need be).
+
+    The installed packages and their bytecode are hard links (files in an
+    image never change; uv's own installs are links to its cache already), so
+    a named image costs the time and disk of its extra packages only. ``bin/``
+    and ``share/`` are real copies: scripts are rewritten for the new path and
+    the matplotlib cache is rebuilt in place.
+    """
+    default = build_image(python=str(interp.path))
+    print(f"image: starting from the default image {default.path}", file=sys.stderr, flush=True)
+    for entry in default.path.iterdir():
+        target = build_dir / entry.name
+        if entry.name == STAMP_NAME:
+            continue
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry), target)
+        elif entry.name in ("bin", "share"):
+            shutil.copytree(entry, target, symlinks=True)
+        elif entry.is_dir():
+            shutil.copytree(entry, target, symlinks=True, copy_function=os.link)
+        else:
+            shutil.copy2(entry, target)
+    _repoint_scripts(build_dir / "bin", default.path, build_dir)
+    return default
+
+
+def _populate(build_dir: Path, final_dir: Path, interp: _Interpreter, key: str, name: str, extra: str, pinned_extra: str) -> None:
     os.chmod(build_dir, 0o755)
-    _run([str(interp.path), "-m", "venv", "--clear", str(build_dir)], f"creating a virtual environment from {interp.path}")
+    if pinned_extra:
+        _clone_default(build_dir, interp)
+    else:
+        _run([str(interp.path), "-m", "venv", "--clear", "--without-pip", str(build_dir)], f"creating a virtual environment from {interp.path}")
     python = str(build_dir / "bin" / "python")
-    _run(
-        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input", "-r", str(REQUIREMENTS_FILE)],
-        f"installing {REQUIREMENTS_FILE.name} (a few minutes the first time)",
-    )
+    _install_packages(build_dir, pinned_extra)
+    with contextlib.suppress(FileNotFoundError):
+        (build_dir / ".lock").unlink()  # uv's lock of the environment, mode 0666
     _repoint_scripts(build_dir / "bin", build_dir, final_dir)
     mpl_cache = build_dir / MPL_CACHE_SUBDIR
-    mpl_cache.mkdir(parents=True)
+    mpl_cache.mkdir(parents=True, exist_ok=True)
     env = {"PATH": "/usr/bin:/bin", "MPLCONFIGDIR": str(mpl_cache), "HOME": str(build_dir)}
     _run([python, "-c", _WARM_MATPLOTLIB], "pre-building matplotlib's font cache", env=env, quiet=True)
     packages = json.loads(_run([python, "-I", "-c", _LIST_PACKAGES], "listing packages", quiet=True))
     _make_world_readable(build_dir)
     stamp = {
         "format": _STAMP_FORMAT,
+        "name": name,
         "key": key,
         "python_version": interp.version,
         "base_interpreter": str(interp.path),
         "base_prefix": str(interp.base_prefix),
-        "requirements": requirements,
+        "extra_requirements": extra,
+        "extra_pinned": pinned_extra,
         "packages": packages,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -352,44 +527,107 @@ def _swap_into_place(build_dir: Path, image_dir: Path) -> None:
         shutil.rmtree(retired, ignore_errors=True)
 
 
+def remove_image(name: str) -> Path:
+    """Delete the named image NAME (``image remove``); the default image is rebuilt, not removed."""
+    if name == DEFAULT_IMAGE_NAME:
+        raise ImageError("the default image is not removed: sessions need it; 'image build --force' rebuilds it")
+    image_dir = _named_dir(name)
+    find_image(image_dir)  # raises, naming the built ones, when there is no such image
+    with _build_lock(image_dir.parent):
+        retired = Path(tempfile.mkdtemp(prefix=f".{name}.removed-", dir=image_dir.parent))
+        os.rename(image_dir, retired / "image")  # gone from list at once, even if the delete is slow
+        shutil.rmtree(retired, ignore_errors=True)
+    return image_dir
+
+
+def lock_requirements(upgrade: bool = False) -> Path:
+    """Resolve ``requirements.in`` into ``requirements.lock`` with hashes (``image lock``).
+
+    Run by a developer after editing ``requirements.in`` (the lock is
+    committed and ships as package data). Versions already in the lock are
+    kept unless ``upgrade``; the lock holds every platform and every Python
+    from :data:`LOCK_PYTHON` up.
+    """
+    argv = [_uv(), "pip", "compile", "--no-config", REQUIREMENTS_IN.name, "-o", LOCK_FILE.name, "--generate-hashes",
+            "--universal", "--python-version", LOCK_PYTHON, "--custom-compile-command", "azure-sessions-kernel image lock"]
+    if upgrade:
+        argv.append("--upgrade")
+    print(f"image: resolving {REQUIREMENTS_IN}", file=sys.stderr, flush=True)
+    result = subprocess.run(argv, cwd=LOCK_FILE.parent, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if result.returncode != 0:
+        raise ImageError(f"resolving {REQUIREMENTS_IN.name} failed:\n{result.stderr[-4000:]}")
+    return LOCK_FILE
+
+
 # --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
 
 
 def _describe(info: ImageInfo) -> str:
-    lines = [f"path:    {info.path}", f"python:  {info.python} ({info.python_version})", f"packages ({len(info.packages)}):"]
+    lines = [f"name:    {info.name}", f"path:    {info.path}", f"python:  {info.python} ({info.python_version})",
+             f"packages ({len(info.packages)}):"]
     lines += [f"  {name}=={version}" for name, version in info.packages]
     return "\n".join(lines)
 
 
+def _size_of(path: Path) -> int:
+    """Bytes on disk under ``path``, each inode once (uv hard-links files from its cache)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, _dirnames, filenames in os.walk(path):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(dirpath, name))
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
+    return total
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``azure-sessions-kernel image {build,path,info}`` (dispatched from ``cli.py``)."""
-    parser = argparse.ArgumentParser(prog="azure-sessions-kernel image", description="Build or inspect the session image.")
+    """``azure-sessions-kernel image {build,list,remove,path,info,lock}`` (dispatched from ``cli.py``)."""
+    parser = argparse.ArgumentParser(prog="azure-sessions-kernel image", description="Build, list and inspect session images.")
     commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build", help="build the image unless it is up to date")
-    build.add_argument("--dir", help=f"where to build it (default: ${IMAGE_ENV} or a per-user/system location)")
+    build = commands.add_parser("build", help="build an image unless it is up to date (default: the default image)")
+    build.add_argument("--requirements", metavar="FILE", help="a pip requirements file whose packages are added to the default set; needs --name")
+    build.add_argument("--name", help="build the named image NAME (select it with 'serve --image NAME' or the kernel's image option)")
+    build.add_argument("--dir", help=f"where to build the default image (default: ${IMAGE_ENV} or a per-user/system location)")
     build.add_argument("--python", help=f"interpreter to build from (default: {DEFAULT_PYTHON})")
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    path_cmd = commands.add_parser("path", help="print the image directory")
-    info_cmd = commands.add_parser("info", help="describe the built image")
+    commands.add_parser("list", help="list the built images: name, packages, size, path")
+    remove = commands.add_parser("remove", help="delete a named image")
+    remove.add_argument("name", help="the image's name")
+    lock = commands.add_parser("lock", help="resolve requirements.in into requirements.lock (with hashes); run it after editing requirements.in")
+    lock.add_argument("--upgrade", action="store_true", help="move every package to its newest allowed version")
+    path_cmd = commands.add_parser("path", help="print an image's directory")
+    info_cmd = commands.add_parser("info", help="describe a built image")
     for sub in (path_cmd, info_cmd):
         sub.add_argument("--dir", help="the image directory to use")
+        sub.add_argument("--name", help="the named image to use (default: the default image)")
     info_cmd.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(list(argv) if argv is not None else None)
 
     try:
         if args.command == "build":
-            info = build_image(args.dir, python=args.python, force=args.force)
+            info = build_image(args.dir, python=args.python, force=args.force, name=args.name, requirements=args.requirements)
             print(info.path)
-        elif args.command == "path":
-            print(Path(args.dir).absolute() if args.dir else default_image_dir())
+        elif args.command == "list":
+            for info in list_images():
+                print(f"{info.name:<20} {len(info.packages):>4} packages  {_size_of(info.path) / 2**20:>7.0f} MiB  {info.path}")
+        elif args.command == "remove":
+            print(f"removed {remove_image(args.name)}")
+        elif args.command == "lock":
+            print(lock_requirements(upgrade=args.upgrade))
         else:
-            info = find_image(args.dir)
-            if args.json:
+            directory = Path(args.dir).absolute() if args.dir else resolve_image(args.name)
+            if args.command == "path":
+                print(directory)
+            elif args.json:
+                info = find_image(directory)
                 print(json.dumps({**dataclasses.asdict(info), "path": str(info.path), "python": str(info.python)}, indent=1))
             else:
-                print(_describe(info))
+                print(_describe(find_image(directory)))
     except ImageError as exc:
         print(f"azure-sessions-kernel image: {exc}", file=sys.stderr)
         return 1

@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import wire
 from .._runtime import POOL_TOKEN_PREFIX, POOL_TOKEN_SUFFIX, pid_alive, process_running, runtime_dir, token_file_pid, write_private
-from .image import ImageInfo, find_image
+from .image import DEFAULT_IMAGE_NAME, ImageInfo, find_image, resolve_image
 from .sandbox import Launcher, SandboxError, SandboxLimits, SandboxLimitsError
 from .sessions import PoolConfig, SessionManager
 
@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--data-size", type=_size, default=_size("1G"), help="size of each session's /mnt/data (default: 1G)")
     sb.add_argument("--data-inodes", type=int, default=65536, help="files and folders allowed in each session's /mnt/data (default: 65536)")
     sb.add_argument("--tmp-size", type=_size, default=_size("256M"), help="size of each session's private /tmp (default: 256M)")
+    sb.add_argument("--image", default=DEFAULT_IMAGE_NAME, metavar="NAME|DIR",
+                    help="the session image: a name from 'azure-sessions-kernel image list', or an image directory "
+                         f"(default: {DEFAULT_IMAGE_NAME})")
     sb.add_argument("--bwrap", metavar="PATH", help="the bubblewrap binary (default: bwrap on PATH, else /usr/bin/bwrap)")
     sb.add_argument("--insecure-no-sandbox", action="store_true", help="run sessions as plain processes with NO isolation (development only; dangerous)")
     run = p.add_argument_group("embedding")
@@ -123,6 +126,7 @@ def metadata_provider(image: ImageInfo, launcher: Launcher, manager: SessionMana
         if not strict:
             ext = {
                 "extensions": list(EXTENSIONS),
+                "image": {"name": image.name, "path": str(image.path)},
                 "isolation": isolation,
                 "cooldownSeconds": manager.config.cooldown,
                 **manager.stats(),
@@ -220,7 +224,7 @@ async def serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     try:
-        image = find_image()
+        image = find_image(resolve_image(args.image))
         launcher = build_launcher(args, image)
     except SandboxLimitsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -276,10 +280,12 @@ async def serve(args: argparse.Namespace) -> int:
     print(f"Isolation: {iso.get('level')} ({', '.join(iso.get('protections', []))})", flush=True)
     for missing in iso.get("missing", []):
         print(f"  not active: {missing}", flush=True)
+    print(f"Image: {image.name} ({len(image.packages)} packages, {image.path})", flush=True)
     if args.azure_strict:
         print("Azure-strict: extensions are off; only the Azure data-plane contract is served.", flush=True)
     if args.runtime_file:
-        write_private(args.runtime_file, json.dumps({"endpoint": endpoint, "token": token, "pid": os.getpid(), "strict": args.azure_strict, "isolation": iso}))
+        write_private(args.runtime_file, json.dumps({"endpoint": endpoint, "token": token, "pid": os.getpid(), "strict": args.azure_strict,
+                                                     "isolation": iso, "image": args.image}))
 
     stop = asyncio.Event()
     watchers = []

@@ -46,6 +46,12 @@ def test_custom_name_and_display_name(tmp_path):
     assert install_main(["--prefix", str(tmp_path), "--name", "bad name"]) == 2
 
 
+def test_the_image_option_is_set_in_the_kernelspec(tmp_path):
+    assert install_main(["--prefix", str(tmp_path), "--image", "geo"]) == 0
+    spec = json.loads((tmp_path / "share/jupyter/kernels/azure-sessions/kernel.json").read_text())
+    assert spec["argv"][-1] == "--AzureSessionsKernel.image=geo"
+
+
 def test_the_cli_dispatches_to_the_installer(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "azure_sessions_kernel", "install", "--prefix", str(tmp_path)], capture_output=True, text=True

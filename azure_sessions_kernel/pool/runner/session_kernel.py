@@ -55,10 +55,20 @@ ipykernel with the differences a remote code-interpreter session needs:
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.metadata
+import json
 import math
 import os
+import re
+import shlex
 import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
+import urllib.parse
 from typing import Any
 
 #: Key of the Azure result description in ``execute_reply`` content.
@@ -264,6 +274,180 @@ def _make_guarded_display_classes() -> tuple[type, type]:
     return GuardedDisplayPublisher, GuardedDisplayHook
 
 
+# --------------------------------------------------------------------------
+# %pip and !pip in a session
+# --------------------------------------------------------------------------
+#
+# The image is read-only and sessions normally have no network (no egress), so
+# IPython's own %pip would retry the index for ten seconds and end "ok". Ours
+# installs into a per-session directory put first on sys.path (the package
+# imports at once), resolves against what the image already has, never
+# touches the image, and fails the cell at once, saying what to do, when it
+# would need an index it cannot reach.
+
+PIP_NO_EGRESS = (
+    "pip cannot reach the package index from this session (it has no network access): use a session image that "
+    "has the package (azure-sessions-kernel image build --requirements FILE --name NAME), a pool with egress, or "
+    "upload a wheel with %upload and run %pip install /mnt/data/<file>.whl."
+)
+#: How long the index (or proxy) may take to accept a connection before the session counts as offline.
+PIP_PROBE_SECONDS = 3.0
+#: pip subcommands that may reach the index.
+_PIP_NETWORK_COMMANDS = ("install", "download", "wheel", "index")
+#: pip options whose next argument is not a requirement.
+_PIP_OPTIONS_WITH_VALUE = {"-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-t", "--target", "--prefix",
+                           "--root", "-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--python-version",
+                           "--platform", "--implementation", "--abi", "--report", "--log", "--proxy", "--cert", "--timeout",
+                           "--retries", "--config-settings", "-C", "--progress-bar", "--src", "-d", "--dest"}
+_PIP_COMMAND = re.compile(r"\s*(?:\S*/)?(?:pip3?|python3?(?:\.\d+)?\s+-m\s+pip)(?:\s+(?P<args>.*))?$", re.S)
+_session_packages: list[str] = []  # the per-session directory, once created
+
+
+class PipError(Exception):
+    """%pip failed; shown as one line (no traceback), and the cell's status is error."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+def session_packages_dir() -> str:
+    """The per-session install directory, created and put first on ``sys.path`` at first use."""
+    if not _session_packages:
+        path = tempfile.mkdtemp(prefix="session-packages-")
+        sys.path.insert(0, path)
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (path, os.environ.get("PYTHONPATH")) if p)
+        _session_packages.append(path)
+    return _session_packages[0]
+
+
+def _index_reachable(timeout: float = PIP_PROBE_SECONDS) -> bool:
+    """Whether a TCP connection to the index (or the HTTPS proxy) opens within ``timeout``."""
+    url = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple"
+    parsed = urllib.parse.urlsplit(url if "//" in url else f"http://{url}")
+    address = (parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80))
+    outcome: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            outcome.append(True)
+        except OSError:
+            outcome.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # name resolution has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    return bool(outcome and outcome[0])
+
+
+def _needs_index(args: list[str]) -> bool:
+    """Whether ``pip install ARGS`` may look anything up in an index: not with --no-index, nor for local files only."""
+    if "--no-index" in args:
+        return False
+    skip = False
+    for arg in args[1:]:
+        if skip:
+            skip = False
+        elif arg in ("-r", "--requirement"):
+            return True
+        elif arg in _PIP_OPTIONS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-") and not os.path.exists(arg):
+            return True
+    return False
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _run_pip(args: list[str]) -> int:
+    """Run the image's pip, streaming its output into the cell."""
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", "PIP_NO_CACHE_DIR": "1"}
+    with subprocess.Popen([sys.executable, "-m", "pip", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env=env) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+    return proc.returncode
+
+
+def pip_install(args: list[str]) -> None:
+    """``pip install ARGS`` into :func:`session_packages_dir`, resolved against the image.
+
+    A dry run first tells what the image lacks (pip never uninstalls in a dry
+    run); only that is installed, without dependencies, into the session's
+    directory. Local files are installed with ``--no-index``: an uploaded
+    wheel installs offline, and wheels uploaded beside it serve as its
+    dependencies (``--find-links`` their folder).
+    """
+    target = session_packages_dir()
+    extra = []
+    if not _needs_index(args):
+        folders = {os.path.dirname(os.path.abspath(a)) for a in args[1:] if not a.startswith("-") and os.path.exists(a)}
+        extra = ["--no-index", *(f"--find-links={f}" for f in sorted(folders))]
+    fd, report_path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        if _run_pip([*args, *extra, "--dry-run", "--quiet", "--report", report_path]) != 0:
+            raise PipError("pip could not resolve these requirements (its output is above)")
+        with open(report_path) as f:
+            wanted = [item["download_info"]["url"] for item in json.load(f).get("install", [])]
+    finally:
+        os.unlink(report_path)
+    if not wanted:
+        print("Nothing to install: the session already has these packages.")
+        return
+    # Exact files or URLs now: no index lookups, nothing but these.
+    if _run_pip(["install", "--no-deps", "--upgrade", "--no-index", "--target", target, *wanted]) != 0:
+        raise PipError("pip install failed (its output is above)")
+    importlib.invalidate_caches()
+    print(f"Installed into {target}, which this session imports from first; it lasts as long as the session.")
+
+
+def pip_command(line: str) -> None:
+    """``%pip ARGS`` and ``!pip ARGS`` in a session."""
+    args = shlex.split(line)
+    if args and args[0] in _PIP_NETWORK_COMMANDS and (args[0] != "install" or _needs_index(args)) and not _index_reachable():
+        raise PipError(PIP_NO_EGRESS)
+    if args and args[0] == "install":
+        if any(a in ("-t", "--target", "--prefix", "--root", "--user") or a.startswith(("--target=", "--prefix=")) for a in args):
+            raise PipError("the session image is read-only: %pip install puts packages in a per-session directory of its own; drop --target, --prefix, --root and --user")
+        pip_install(args)
+    elif args and args[0] == "uninstall":
+        mine = {_canonical(d.metadata["Name"]) for d in importlib.metadata.distributions(path=_session_packages)}
+        theirs = [a for a in args[1:] if not a.startswith("-") and _canonical(a) not in mine]
+        if theirs:
+            raise PipError(f"cannot uninstall {', '.join(theirs)}: only packages installed with %pip in this session can be "
+                           "removed; the session image is read-only")
+        if _run_pip([*args, "--yes"]) != 0:
+            raise PipError("pip uninstall failed (its output is above)")
+    elif _run_pip(args) != 0:
+        raise PipError(f"pip {args[0] if args else ''} failed (its output is above)".replace("  ", " "))
+
+
+def _with_pip_magic(kernel_class: type) -> type:
+    """``kernel_class`` with %pip, and !pip routed to it, in its shell (native and helper-run cells alike)."""
+
+    class PipKernel(kernel_class):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            shell = self.shell
+            shell.register_magic_function(pip_command, magic_kind="line", magic_name="pip")
+            system = shell.system
+
+            def system_with_pip(cmd: str) -> Any:
+                match = _PIP_COMMAND.match(cmd)
+                if match is None:
+                    return system(cmd)
+                return pip_command(match.group("args") or "")
+
+            shell.system = system_with_pip
+
+    PipKernel.__name__ = PipKernel.__qualname__ = kernel_class.__name__
+    return PipKernel
+
+
 def _make_outstream_class() -> type:
     """ipykernel's stdout/stderr, without the round trip to the IOPub thread when nothing is pending.
 
@@ -296,6 +480,9 @@ def _prepare_process() -> None:
     """Set the working directory and the environment defaults before IPython starts."""
     os.chdir(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # Plotly's MIME bundle (JupyterLab, Notebook 7, VS Code) plus HTML that loads plotly.js from its CDN (classic
+    # notebook, nbconvert), instead of its default of embedding all 4 MB of plotly.js in the first figure.
+    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook_connected")
     # Seed matplotlib's cache so the first plot does not spend seconds scanning fonts.
     seed, config_dir = os.environ.get(MPL_CACHE_ENV), os.environ.get("MPLCONFIGDIR")
     if seed and config_dir and os.path.isdir(seed):
@@ -318,7 +505,7 @@ def main(argv: list[str] | None = None) -> None:
     globals()["QuietOutStream"] = _make_outstream_class()  # found by name through IPKernelApp.outstream_class
     IPKernelApp.launch_instance(
         argv=["--HistoryManager.enabled=False", f"--IPKernelApp.outstream_class={__name__}.QuietOutStream", *args],
-        kernel_class=_make_kernel_class(),
+        kernel_class=_with_pip_magic(_make_kernel_class()),
     )
 
 
