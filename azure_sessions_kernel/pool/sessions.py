@@ -14,6 +14,7 @@ executions, ends after ``cooldown`` seconds without a request or on
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import dataclasses
@@ -24,8 +25,6 @@ import queue
 import re
 import time
 import uuid
-import base64
-import collections
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
