@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: all setup system image bytecode demo test bench clean
+.PHONY: all setup system image bytecode ui-deps demo test bench clean
 
 all: test
 
@@ -42,7 +42,25 @@ image: $(STAMP) system
 bytecode: $(STAMP)
 	@$(BIN)/python -m compileall -q azure_sessions_kernel
 
-setup: $(STAMP) system image bytecode
+# What the browser tests in tests/ui need beyond the test extra: playwright-core
+# from the npm registry (npm ci: exactly the lockfile; it drives Debian's
+# chromium, which `system` installs, and never downloads a browser), and the
+# reference kernel, a plain ipykernel with ipywidgets and tqdm in a venv of its
+# own, so the project's venv (our kernel's environment) holds no widget package.
+UI      := tests/ui
+UI_REF  := .venv-ui-ref
+$(UI)/node_modules/.installed: $(UI)/package.json $(UI)/package-lock.json
+	cd $(UI) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(UI_REF)/.installed: $(UI)/reference-kernel.txt
+	$(PYTHON) -m venv $(UI_REF)
+	$(UI_REF)/bin/python -m pip install --quiet -r $(UI)/reference-kernel.txt
+	@touch $@
+
+ui-deps: system $(UI)/node_modules/.installed $(UI_REF)/.installed
+
+setup: $(STAMP) system image bytecode ui-deps
 
 demo: setup
 	$(BIN)/python -m azure_sessions_kernel.kernel.install --sys-prefix >/dev/null
@@ -55,4 +73,4 @@ bench: setup
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache $(UI_REF) $(UI)/node_modules
