@@ -1,9 +1,8 @@
 #!/bin/sh
 # Installs the system packages the tests need, when missing and permitted:
-# bubblewrap (the local pool's sandbox) and chromium (the browser UI tests in
-# tests/ui). Prints what to do otherwise; never fails the build for a missing
-# package: the sandbox tests skip without bubblewrap, and the UI tests fail
-# with the reason when chromium is missing.
+# bubblewrap (the local pool's sandbox) and chromium (the browser tests in
+# tests/ui). Prints what to do otherwise. Only a failed bubblewrap install
+# stops the build; without chromium the UI tests fail and say why.
 set -u
 need=""
 command -v bwrap >/dev/null 2>&1 || need="$need bubblewrap"
@@ -11,13 +10,15 @@ command -v bwrap >/dev/null 2>&1 || need="$need bubblewrap"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "Installing system packages for the sandbox and the UI tests:$need"
-    # Lock timeout: other builds on a shared machine may be installing at the same time.
-    apt-get -o DPkg::Lock::Timeout=300 update -qq &&
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
-            --no-install-recommends $need >/dev/null || {
-        echo "error: could not install$need with apt-get; install it by hand." >&2
-        exit 1
-    }
+    # The lock timeout: other builds on a shared machine may be installing at the same time.
+    apt="apt-get -o DPkg::Lock::Timeout=300 -qq"
+    $apt update || echo "warning: apt-get update failed; trying the package lists at hand" >&2
+    for package in $need; do
+        DEBIAN_FRONTEND=noninteractive $apt install -y --no-install-recommends "$package" >/dev/null && continue
+        echo "error: could not install $package with apt-get; install it by hand." >&2
+        [ "$package" = chromium ] || exit 1
+        echo "       The UI tests (tests/ui) will fail until /usr/bin/chromium exists." >&2
+    done
 else
     echo "note: the tests need$need. Install it with your package manager" >&2
     echo "      (Debian/Ubuntu: sudo apt-get install$need). Without bubblewrap the local" >&2
