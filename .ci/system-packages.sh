@@ -1,8 +1,8 @@
 #!/bin/sh
 # Installs the system packages the tests need, when missing and permitted:
 # bubblewrap (the local pool's sandbox) and chromium (the browser tests in
-# tests/ui). Prints what to do otherwise. Only a failed bubblewrap install
-# stops the build; without chromium the UI tests fail and say why.
+# tests/ui). Prints what to do otherwise. A failed install stops the build,
+# except chromium's: without it the UI tests fail and say why.
 set -u
 need=""
 command -v bwrap >/dev/null 2>&1 || need="$need bubblewrap"
