@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: all setup system image lock bytecode demo test bench clean
+.PHONY: all setup system image lock bytecode ui-deps demo test bench clean
 
 all: test
 
@@ -47,17 +47,37 @@ lock: $(STAMP)
 bytecode: $(STAMP)
 	@$(BIN)/python -m compileall -q azure_sessions_kernel
 
+# What the browser tests in tests/ui need beyond the test extra: playwright-core
+# from the npm registry (npm ci: exactly the lockfile; it drives Debian's
+# chromium, which `system` installs, and never downloads a browser), and the
+# reference kernel, a plain ipykernel with ipywidgets and tqdm in a venv of its
+# own, so the project's venv (our kernel's environment) holds no widget package.
+UI      := tests/ui
+UI_REF  := .venv-ui-ref
+# Without npm the rest of the suite still runs; the UI tests then fail and say why.
+$(UI)/node_modules/.installed: $(UI)/package.json $(UI)/package-lock.json
+	@if command -v npm >/dev/null; then \
+	    echo "cd $(UI) && npm ci"; cd $(UI) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "note: npm is missing: the UI tests (tests/ui) fail until Node.js 20+ and npm are installed" >&2; fi
+
+$(UI_REF)/.installed: $(UI)/reference-kernel.txt
+	$(PYTHON) -m venv $(UI_REF)
+	$(UI_REF)/bin/python -m pip install --quiet -r $(UI)/reference-kernel.txt
+	@touch $@
+
+ui-deps: system $(UI)/node_modules/.installed $(UI_REF)/.installed
+
 setup: $(STAMP) system image bytecode
 
 demo: setup
 	$(BIN)/python -m azure_sessions_kernel.kernel.install --sys-prefix >/dev/null
 	$(BIN)/python notebooks/run_demo.py --out $(OUT)
 
-test: setup
+test: setup ui-deps
 	$(BIN)/python -m pytest
 
 bench: setup
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache $(UI_REF) $(UI)/node_modules
