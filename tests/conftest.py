@@ -8,6 +8,7 @@ stopped, and checked to have exited, at the end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -136,6 +138,16 @@ def start_pool() -> Iterator[object]:
 
 
 @pytest.fixture
-def identifier() -> str:
-    """A fresh, unguessable session identifier (Azure: treat identifiers as secrets)."""
-    return "t-" + secrets.token_hex(12)
+def identifier() -> Iterator[str]:
+    """A fresh, unguessable session identifier (Azure: treat identifiers as secrets).
+
+    Its session is deleted afterwards in every pool still running, so that the
+    session-wide pools do not fill up (max sessions, memory) over a long run.
+    """
+    name = "t-" + secrets.token_hex(12)
+    yield name
+    for pool in _LAUNCHED:
+        if pool.process.poll() is None:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.delete(f"{pool.endpoint}/session", params={"api-version": "2025-10-02-preview", "identifier": name},
+                             headers=pool.headers, timeout=10)
