@@ -163,6 +163,11 @@ class _ErrorHold:
         else:
             self._emit(msg_type, content)
 
+    def aside(self, msg_type: str, content: dict[str, Any], owner: str | None, **extra: Any) -> None:
+        """Emit an output that is not the cell's own (a comm message, an earlier cell's thread), in order."""
+        self.flush()
+        self._emit(msg_type, content, owner, **extra)
+
     def flush(self) -> None:
         if self.held is not None:
             held, self.held = self.held, None
@@ -531,8 +536,7 @@ class RemoteSession:
             if owner in (cell_id, None) and not extra:
                 hold(msg_type, content)
             else:  # a comm message, or output of an earlier cell's thread
-                hold.flush()
-                hold._emit(msg_type, content, owner if owner is not None else cell_id, **extra)
+                hold.aside(msg_type, content, owner if owner is not None else cell_id, **extra)
 
         def notice(text: str) -> None:
             hold("stream", {"name": "stderr", "text": text + "\n"})
@@ -708,8 +712,7 @@ class RemoteSession:
                         done = event
                     elif event.type == "iopub" and event.msg_type in COMM_MSG_TYPES:
                         self._track_comms(event.msg_type, event.content or {})
-                        hold.flush()
-                        hold._emit(event.msg_type, dict(event.content or {}), cell.msg_id, metadata=dict(event.metadata or {}), buffers=list(event.buffers))
+                        hold.aside(event.msg_type, dict(event.content or {}), cell.msg_id, metadata=dict(event.metadata or {}), buffers=list(event.buffers))
                     elif event.type == "iopub" and event.msg_type:
                         hold(event.msg_type, self._with_count(event.msg_type, dict(event.content or {}), cell.execution_count))
                     elif event.type == "stdin" and event.msg_type == "input_request" and ask_input is not None:
