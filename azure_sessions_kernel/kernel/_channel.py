@@ -109,11 +109,14 @@ class Channel:
         :class:`ChannelInterrupted` when an interrupted cell does not stop.
         """
         loop = asyncio.get_running_loop()
-        start = _calls.start_code(
-            cell_id, code, cell.execution_count, silent=cell.silent, user_expressions=dict(cell.user_expressions),
-            allow_stdin=allow_stdin, ack=self.ack, wait=START_WAIT, linger=LINGER,
-        )  # fmt: skip
-        answer = await self._call(start, True)
+
+        def start(wait: float) -> str:  # the ack moves on while an earlier cell is waited for
+            return _calls.start_code(
+                cell_id, code, cell.execution_count, silent=cell.silent, user_expressions=dict(cell.user_expressions),
+                allow_stdin=allow_stdin, ack=self.ack, wait=wait, linger=LINGER,
+            )  # fmt: skip
+
+        answer = await self._call(start(START_WAIT), True)
         interrupt_at: float | None = None
         why: str | None = None
         busy_told = False
@@ -132,11 +135,7 @@ class Channel:
                     busy_told = True
                 if interrupted.is_set():
                     raise ChannelInterrupted("interrupt", answer["busy"].get("where"))
-                start = _calls.start_code(
-                    cell_id, code, cell.execution_count, silent=cell.silent, user_expressions=dict(cell.user_expressions),
-                    allow_stdin=allow_stdin, ack=self.ack, wait=POLL_HOLD, linger=LINGER,
-                )  # fmt: skip
-                answer = await self._call(start, True)
+                answer = await self._call(start(POLL_HOLD), True)
                 continue
             if answer.get("done"):
                 return Outcome(dict(answer.get("reply") or {"status": "error", "ename": "SessionError", "evalue": "no reply"}), why)

@@ -230,8 +230,8 @@ def _owner():
     owner = getattr(_local, "owner", None)
     if owner is not None:
         return owner
-    cell = getattr(_local, "cell", None) or _state.running or _state.last
-    return cell.id if cell is not None else None
+    cell = getattr(_local, "cell", None)
+    return cell.id if cell is not None else _running_or_last()
 
 
 def _routed():
