@@ -9,7 +9,10 @@ the other.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
+import re
+import socket
 from pathlib import Path
 
 #: JSON ``{"endpoint", "token", "pid", "strict", "isolation", "image"}`` of the shared pool.
@@ -25,17 +28,89 @@ POOL_TOKEN_PREFIX, POOL_TOKEN_SUFFIX = "pool-", ".token"
 #: The session image of the pool that the files above describe (``serve --image``'s default).
 DEFAULT_IMAGE = "default"
 
+#: Names that ``serve --egress`` expands into the hosts (and ports) a tool needs.
+EGRESS_ALIASES: dict[str, tuple[str, ...]] = {
+    "pypi": ("pypi.org:443", "files.pythonhosted.org:443"),
+    "github": ("github.com:443", "codeload.github.com:443", "raw.githubusercontent.com:443",
+               "objects.githubusercontent.com:443"),
+}
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
-def pool_files(image: str = DEFAULT_IMAGE) -> tuple[str, str, str]:
-    """Names of the pool file, the lease directory and the log of the shared pool serving ``image``.
 
-    One shared pool per image: a kernel that wants another image than the
-    running pool's gets a pool of its own instead of the wrong image. The
-    default image keeps the plain names.
+class EgressListError(ValueError):
+    """An egress allow-list entry that is not a host name (the message names the entry and why)."""
+
+
+def _looks_like_address(host: str) -> bool:
+    """IPv4/IPv6 literals, and what resolvers also read as one (``2130706433``, ``0x7f.1``, ``127.1``)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        pass
+    try:
+        socket.inet_aton(host)
+        return True
+    except OSError:
+        return bool(re.fullmatch(r"[0-9.]+|0x[0-9a-f.x]*", host))
+
+
+def parse_egress_entry(entry: str) -> tuple[str, int | None]:
+    """``HOST``, ``HOST:PORT`` or ``*.DOMAIN[:PORT]`` as ``(host, port)``; raises :class:`EgressListError`.
+
+    The host is lower-cased without a trailing dot; ``None`` as the port means
+    HTTPS and HTTP (443 and 80). IP addresses are refused: the proxy connects
+    by name only, so that a list of names cannot reach an address nobody named.
     """
-    if image == DEFAULT_IMAGE:
+    text = entry.strip().lower()
+    host, port = text, None
+    if text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise EgressListError(f"{entry!r}: the port must be a number from 1 to 65535")
+        port = int(port_text)
+    host = host.rstrip(".")
+    if _looks_like_address(host) or ":" in host:
+        raise EgressListError(f"{entry!r} is an IP address; egress is allowed by host name only (the proxy refuses addresses)")
+    name = host[2:] if host.startswith("*.") else host
+    if not name or len(name) > 253 or not all(_HOST_LABEL.match(label) for label in name.split(".")):
+        raise EgressListError(f"{entry!r} is not a host name (letters, digits, hyphens and dots; '*.' in front for subdomains)")
+    return host, port
+
+
+def parse_egress(text: str) -> tuple[str, ...]:
+    """The entries of ``serve --egress`` (comma-separated), checked, lower-cased, sorted and unique.
+
+    ``""`` and ``"none"`` are no egress (the default, as on Azure). Aliases
+    (:data:`EGRESS_ALIASES`) stay as written. The pool and the kernel's pool
+    discovery both read the option through this function, so the same list
+    always names the same shared pool.
+    """
+    entries = [e.strip().lower() for e in text.split(",") if e.strip()]
+    if entries in ([], ["none"]):
+        return ()
+    for entry in entries:
+        if entry == "none":
+            raise EgressListError("'none' cannot be combined with host names")
+        if entry in ("*", "all", "any"):
+            raise EgressListError(f"{entry!r}: egress to every host is not offered; list the hosts (or an alias: {', '.join(EGRESS_ALIASES)})")
+        if entry not in EGRESS_ALIASES:
+            parse_egress_entry(entry)
+    return tuple(sorted(set(entries)))
+
+
+def pool_files(image: str = DEFAULT_IMAGE, egress: tuple[str, ...] = ()) -> tuple[str, str, str]:
+    """Names of the pool file, the lease directory and the log of the shared pool for ``image`` and ``egress``.
+
+    One shared pool per image and egress allow-list: a kernel that wants
+    another image or other egress than the running pool's gets a pool of its
+    own instead of the wrong one. The default image without egress keeps the
+    plain names.
+    """
+    if image == DEFAULT_IMAGE and not egress:
         return POOL_FILE, LEASE_DIR, LOG_FILE
-    slot = hashlib.sha256(image.encode()).hexdigest()[:12]
+    key = image if not egress else f"{image}\0egress={','.join(egress)}"
+    slot = hashlib.sha256(key.encode()).hexdigest()[:12]
     return f"local-pool-{slot}.json", f"leases-{slot}", f"local-pool-{slot}.log"
 
 
