@@ -89,14 +89,17 @@ def parse_egress(text: str) -> tuple[str, ...]:
     entries = [e.strip().lower() for e in text.split(",") if e.strip()]
     if entries in ([], ["none"]):
         return ()
+    canonical = set()
     for entry in entries:
         if entry == "none":
             raise EgressListError("'none' cannot be combined with host names")
         if entry in ("*", "all", "any"):
             raise EgressListError(f"{entry!r}: egress to every host is not offered; list the hosts (or an alias: {', '.join(EGRESS_ALIASES)})")
         if entry not in EGRESS_ALIASES:
-            parse_egress_entry(entry)
-    return tuple(sorted(set(entries)))
+            host, port = parse_egress_entry(entry)
+            entry = f"{host}:{port}" if port else host
+        canonical.add(entry)
+    return tuple(sorted(canonical))
 
 
 def pool_files(image: str = DEFAULT_IMAGE, egress: tuple[str, ...] = ()) -> tuple[str, str, str]:

@@ -73,14 +73,17 @@ def launch_pool(
     ready: int = 1,
     env: dict[str, str] | None = None,
     pass_fds: tuple[int, ...] = (),
+    prefix: tuple[str, ...] = (),
 ) -> RunningPool:
     """Start ``azure-sessions-kernel serve`` and wait for its endpoint line.
 
     ``env`` is added to this process's environment; ``pass_fds`` are
-    inherited by the server (the battery passes a decoy to catch fd leaks).
+    inherited by the server (the battery passes a decoy to catch fd leaks);
+    ``prefix`` runs the server through a wrapper (the egress attacks give it
+    a hosts file of its own in a private mount namespace).
     """
     token = token or secrets.token_urlsafe(16)
-    argv = [sys.executable, "-m", "azure_sessions_kernel", "serve", "--port", "0", f"--token={token}",
+    argv = [*prefix, sys.executable, "-m", "azure_sessions_kernel", "serve", "--port", "0", f"--token={token}",
             "--ready-sessions", str(ready), "--log-level", "warning", *extra]
     if strict:
         argv.append("--azure-strict")

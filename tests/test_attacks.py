@@ -1151,6 +1151,217 @@ def test_l2_crashes_are_reported_and_leave_no_core(api, bystander, session):
 
 
 # --------------------------------------------------------------------------
+# Egress (serve --egress): only listed names, never this machine
+# --------------------------------------------------------------------------
+#
+# A pool with an allow-list, in a private mount namespace whose /etc/hosts adds
+# names for what a list could be tricked into: this machine's address, the
+# cloud metadata address and loopback. Each attack runs in a fresh session of
+# that pool; the bystander is a session there too, and must keep its state and
+# its own egress. The module's other pool has no egress at all (test_e0).
+
+EGRESS_NAMES = {"this-host.test": "host_addr", "metadata.test": "169.254.169.254", "loopback.test": "127.0.0.1"}
+
+EGRESS_PRELUDE = PRELUDE + r"""
+import urllib.request, urllib.error
+def tunnel(target, head=None):
+    with socket.create_connection(('127.0.0.1', 3128), timeout=20) as s:
+        s.sendall(head or f'CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n'.encode())
+        return s.makefile('rb').readline().decode().strip()
+def fetch(url):
+    try:
+        return str(urllib.request.urlopen(url, timeout=20).status)
+    except urllib.error.HTTPError as e:
+        return f'{e.code} {e.reason}'
+    except urllib.error.URLError as e:
+        return str(e.reason)
+"""
+
+
+@pytest.fixture(scope="module")
+def egress_pool(host, tmp_path_factory) -> Iterator[tuple[RunningPool, dict[str, Any]]]:
+    work = tmp_path_factory.mktemp("egress")
+    hosts = work / "hosts"
+    hosts.write_text(Path("/etc/hosts").read_text() + "".join(
+        f"\n{host.get(a, a)}\t{name}" for name, a in EGRESS_NAMES.items()) + "\n")
+    port = free_port()
+    allowed = ["pypi", "metadata.test", "loopback.test", "this-host.test"]
+    allowed += [f"{name}:{p}" for name in ("loopback.test", "this-host.test") for p in (port, host["host_port"])]
+    log = work / "egress.jsonl"
+    # The pool reads the hosts file above; its sandboxes still get their own /etc/hosts.
+    wrap = ("unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts))
+    pool = launch_pool(*LIMITS, "--max-sessions", "8", "--port", str(port), "--egress", ",".join(allowed), "--egress-log", str(log),
+                       ready=1, env=POOL_ENV, pass_fds=(host["decoy_fd"],), prefix=wrap)
+    yield pool, {"port": port, "log": log}
+    pool.stop()
+
+
+@pytest.fixture(scope="module")
+def egress_api(egress_pool) -> Iterator[Api]:
+    api = Api(egress_pool[0])
+    yield api
+    api.http.close()
+
+
+@pytest.fixture(scope="module")
+def egress_bystander(egress_api) -> Bystander:
+    return make_bystander(egress_api)
+
+
+@pytest.fixture
+def egress_session(egress_api, identifier) -> Iterator[str]:
+    egress_api.value(identifier, "r = 1")
+    yield identifier
+    egress_api.http.delete("/session", params=egress_api.q(identifier))
+
+
+def assert_egress_unharmed(api: Api, bystander: Bystander) -> None:
+    """:func:`assert_unharmed`, and the bystander still reaches the package index."""
+    assert_unharmed(api, bystander)
+    assert api.value(bystander.ident, EGRESS_PRELUDE + "r = tunnel('pypi.org:443')") == "HTTP/1.1 200 Connection established"
+
+
+def refused(target: str, why: str) -> str:
+    return f"HTTP/1.1 403 {why}"
+
+
+def test_e0_without_egress_there_is_no_proxy_and_no_way_out(api, bystander, session):
+    code = PRELUDE + (
+        "r = [os.path.exists('/run/egress'), [k for k in os.environ if 'proxy' in k.lower()],\n"
+        "     outcome(connect, socket.AF_INET, ('127.0.0.1', 3128)), outcome(connect, socket.AF_INET, ('203.0.113.80', 443))]"
+    )
+    assert api.value(session, code) == [False, [], "ECONNREFUSED", "ENETUNREACH"]
+    assert_unharmed(api, bystander)
+
+
+def test_e1_hosts_not_on_the_list_are_refused(egress_api, egress_bystander, egress_session):
+    code = EGRESS_PRELUDE + (
+        "r = [tunnel(t) for t in ('example.com:443', 'pypi.org.example.com:443', 'evilpypi.org:443', 'pypi.org:22', 'pypi.org:80')]\n"
+        "r += [fetch('https://example.com/'), fetch('http://example.com/')]"
+    )
+    assert egress_api.value(egress_session, code) == [
+        refused("", "example.com is not on this pool's egress allow-list"),
+        refused("", "pypi.org.example.com is not on this pool's egress allow-list"),
+        refused("", "evilpypi.org is not on this pool's egress allow-list"),
+        refused("", "port 22 of pypi.org is not on this pool's egress allow-list"),
+        refused("", "port 80 of pypi.org is not on this pool's egress allow-list"),  # the alias is HTTPS only
+        "Tunnel connection failed: 403 example.com is not on this pool's egress allow-list",
+        "403 example.com is not on this pool's egress allow-list",
+    ]
+    assert_egress_unharmed(egress_api, egress_bystander)
+
+
+def test_e2_ip_literals_are_refused_even_the_index_own_address(egress_api, egress_bystander, egress_session, host):
+    targets = ["203.0.113.80:443", "1.1.1.1:443", "[::1]:443", "[::ffff:127.0.0.1]:443", "2130706433:443", "0x7f.1:443",
+               f"{host['host_addr']}:{host['host_port']}"]
+    code = EGRESS_PRELUDE + f"r = [tunnel(t) for t in {targets!r}] + [fetch('http://{host['host_addr']}:{host['host_port']}/')]"
+    results = egress_api.value(egress_session, code)
+    assert all(r.startswith("HTTP/1.1 403 ") and "is an IP address" in r for r in results[:-1]), results
+    assert results[-1] == f"403 {host['host_addr']} is an IP address; the egress proxy connects to allowed host names only"
+    assert_egress_unharmed(egress_api, egress_bystander)
+
+
+def test_e3_cloud_metadata_is_refused_by_address_and_by_a_listed_name(egress_api, egress_bystander, egress_session):
+    code = EGRESS_PRELUDE + (
+        "r = [fetch('http://169.254.169.254/latest/meta-data/'), tunnel('169.254.169.254:80'),\n"
+        "     tunnel('metadata.test:443'), fetch('http://metadata.test/latest/meta-data/')]"
+    )
+    assert egress_api.value(egress_session, code) == [
+        "403 169.254.169.254 is an IP address; the egress proxy connects to allowed host names only",
+        "HTTP/1.1 403 169.254.169.254 is an IP address; the egress proxy connects to allowed host names only",
+        "HTTP/1.1 403 metadata.test resolves to 169.254.169.254, a link-local address (cloud metadata lives there)",
+        "403 metadata.test resolves to 169.254.169.254, a link-local address (cloud metadata lives there)",
+    ]
+    assert_egress_unharmed(egress_api, egress_bystander)
+
+
+def test_e4_the_host_loopback_services_and_addresses_are_refused(egress_api, egress_bystander, egress_session, host):
+    port = host["host_port"]  # a listener of the host's, on every address
+    code = EGRESS_PRELUDE + f"r = [tunnel(t) for t in ('loopback.test:{port}', 'this-host.test:{port}', 'this-host.test:443', 'localhost:{port}')]"
+    assert egress_api.value(egress_session, code) == [
+        "HTTP/1.1 403 loopback.test resolves to 127.0.0.1, a loopback address",
+        f"HTTP/1.1 403 this-host.test resolves to {host['host_addr']}, this machine",
+        f"HTTP/1.1 403 this-host.test resolves to {host['host_addr']}, this machine",
+        f"HTTP/1.1 403 localhost is not on this pool's egress allow-list",
+    ]
+    assert_egress_unharmed(egress_api, egress_bystander)
+
+
+def test_e5_the_pool_own_port_is_refused(egress_api, egress_bystander, egress_session, egress_pool, host):
+    port = egress_pool[1]["port"]
+    code = EGRESS_PRELUDE + (
+        f"r = [tunnel('this-host.test:{port}'), tunnel('loopback.test:{port}'),\n"
+        f"     tunnel(None, b'GET http://this-host.test:{port}/metadata?api-version={V} HTTP/1.1\\r\\n\\r\\n'),\n"
+        f"     outcome(connect, socket.AF_INET, ('127.0.0.1', {port}))]"
+    )
+    assert egress_api.value(egress_session, code) == [
+        f"HTTP/1.1 403 this-host.test resolves to {host['host_addr']}, this machine (the pool's own port)",
+        "HTTP/1.1 403 loopback.test resolves to 127.0.0.1, a loopback address",
+        f"HTTP/1.1 403 this-host.test resolves to {host['host_addr']}, this machine (the pool's own port)",
+        "ECONNREFUSED",  # the session's own loopback: nothing there
+    ]
+    assert_egress_unharmed(egress_api, egress_bystander)
+
+
+def test_e6_the_proxy_socket_cannot_be_replaced_and_nothing_bypasses_it(egress_api, egress_bystander, egress_session):
+    code = EGRESS_PRELUDE + (
+        "def lookup():\n    socket.getaddrinfo('pypi.org', 443)\n"
+        "r = [sorted(os.listdir('/run/egress')), outcome(os.unlink, '/run/egress/egress.sock'),\n"
+        "     outcome(os.rename, '/run/egress/egress.sock', '/run/egress/x'), outcome(open, '/run/egress/new', 'w'),\n"
+        "     outcome(lookup), outcome(connect, socket.AF_INET, ('203.0.113.80', 443)),\n"
+        "     outcome(connect, socket.AF_INET6, ('2001:db8::1', 443, 0, 0))]"
+    )
+    assert egress_api.value(egress_session, code) == [["egress.sock"], "EROFS", "EROFS", "EROFS", "gaierror", "ENETUNREACH", "ENETUNREACH"]
+    assert_egress_unharmed(egress_api, egress_bystander)
+
+
+def test_e7_a_tunnel_flood_leaves_the_others_their_egress(egress_api, egress_bystander, egress_session):
+    # 200 idle connections (no request: each holds a proxy slot until the head timeout) and 64 open tunnels.
+    code = EGRESS_PRELUDE + (
+        "idle = [socket.create_connection(('127.0.0.1', 3128), timeout=20) for _ in range(200)]\n"
+        "r = 'held'\n"
+    )
+    assert egress_api.value(egress_session, code) == "held"
+    started = time.monotonic()
+    assert_egress_unharmed(egress_api, egress_bystander)
+    assert time.monotonic() - started < 15
+
+
+def test_e8_allowed_traffic_trusts_the_host_ca_and_every_connection_is_logged(egress_api, egress_bystander, egress_session, egress_pool):
+    code = EGRESS_PRELUDE + (
+        "import ssl\n"
+        "r = [tunnel('pypi.org:443'), fetch('https://pypi.org/simple/pip/'), os.environ['SSL_CERT_FILE'],\n"
+        "     tunnel('example.com:443')]"
+    )
+    assert egress_api.value(egress_session, code) == [
+        "HTTP/1.1 200 Connection established", "200", "/opt/azure-sessions/ca-certificates.crt",
+        "HTTP/1.1 403 example.com is not on this pool's egress allow-list",
+    ]
+    lines = [json.loads(x) for x in egress_pool[1]["log"].read_text().splitlines()]
+    mine = [x for x in lines if x["session"].endswith(f"session {egress_session[:6]}…")]
+    assert [(x["host"], x["decision"]) for x in mine[-3:]] == [("pypi.org", "allowed"), ("pypi.org", "allowed"), ("example.com", "refused")]
+    assert mine[-2]["address"] == "203.0.113.80" or mine[-2]["address"]  # by name, resolved on the host
+    assert mine[-2]["bytes_in"] > 1000 and mine[-1]["reason"] == "example.com is not on this pool's egress allow-list"
+    assert_egress_unharmed(egress_api, egress_bystander)
+
+
+def test_e9_a_deleted_session_loses_its_socket_and_the_pool_stops_clean(egress_api, egress_bystander, egress_pool, identifier):
+    assert egress_api.value(identifier, EGRESS_PRELUDE + "r = tunnel('pypi.org:443')") == "HTTP/1.1 200 Connection established"
+    # The pool's data disks are mounted in its private mount namespace: the log says which slot serves the session.
+    lines = [json.loads(x) for x in egress_pool[1]["log"].read_text().splitlines()]
+    slot = next(int(x["session"].split()[1]) for x in reversed(lines) if x["session"].endswith(f"session {identifier[:6]}…"))
+    socket_path = STATE_ROOT / str(slot) / "net" / "egress.sock"
+    assert socket_path.is_socket() and socket_path.parent.stat().st_uid == 0 and socket_path.parent.stat().st_mode & 0o022 == 0
+    egress_api.delete(identifier)
+    assert not socket_path.exists()
+    egress_api.delete(egress_bystander.ident)
+    # Only this pool's slots have an egress socket (the module's other pool shares the state root).
+    slots = {slot} | {int(p.parent.parent.name) for p in STATE_ROOT.glob("*/net/egress.sock")}
+    assert egress_pool[0].stop() == 0
+    assert leftovers(slots) == {} and not list(STATE_ROOT.glob("*/net"))
+
+
+# --------------------------------------------------------------------------
 # Post-conditions: nothing of any deleted session remains
 # --------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -24,7 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from .. import wire
-from .._runtime import POOL_TOKEN_PREFIX, POOL_TOKEN_SUFFIX, pid_alive, process_running, runtime_dir, token_file_pid, write_private
+from .._runtime import (
+    EGRESS_ALIASES,
+    POOL_TOKEN_PREFIX,
+    POOL_TOKEN_SUFFIX,
+    EgressListError,
+    parse_egress,
+    pid_alive,
+    process_running,
+    runtime_dir,
+    token_file_pid,
+    write_private,
+)
+from .egress import EgressPolicy, EgressProxy
 from .image import DEFAULT_IMAGE_NAME, ImageInfo, find_image, resolve_image
 from .sandbox import Launcher, SandboxError, SandboxLimits, SandboxLimitsError
 from .sessions import PoolConfig, SessionManager
@@ -57,6 +70,13 @@ def _modules(text: str) -> tuple[str, ...]:
         if not all(part.isidentifier() for part in n.split(".")):
             raise argparse.ArgumentTypeError(f"not a module name: {n!r}")
     return names
+
+
+def _egress(text: str) -> tuple[str, ...]:
+    try:
+        return parse_egress(text)
+    except EgressListError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--image", default=DEFAULT_IMAGE_NAME, metavar="NAME|DIR",
                     help="the session image: a name from 'azure-sessions-kernel image list', or an image directory "
                          f"(default: {DEFAULT_IMAGE_NAME})")
+    sb.add_argument("--egress", type=_egress, default=(), metavar="HOST[,HOST...]",
+                    help="let sessions reach these hosts (and nothing else) through the pool's proxy, which connects by name "
+                         "and refuses IP addresses, loopback, link-local and this machine; HOST:PORT for one port (else 443 "
+                         f"and 80), *.DOMAIN for its subdomains, aliases {', '.join(EGRESS_ALIASES)} (pypi: %%pip install works). "
+                         "Default: no network, as on Azure")
+    sb.add_argument("--egress-log", type=Path, metavar="FILE", help="append one JSON line per egress connection to FILE "
+                    "(the pool's log has a line each too)")
     sb.add_argument("--bwrap", metavar="PATH", help="the bubblewrap binary (default: bwrap on PATH, else /usr/bin/bwrap)")
     sb.add_argument("--insecure-no-sandbox", action="store_true", help="run sessions as plain processes with NO isolation (development only; dangerous)")
     run = p.add_argument_group("embedding")
@@ -102,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_launcher(args: argparse.Namespace, image: ImageInfo) -> Launcher:
+def build_launcher(args: argparse.Namespace, image: ImageInfo, egress: EgressProxy | None = None) -> Launcher:
     """The sandbox launcher for these options. Raises SandboxError with a clear reason."""
     if args.insecure_no_sandbox:
         from .sandbox.insecure import InsecureLauncher
@@ -112,7 +139,7 @@ def build_launcher(args: argparse.Namespace, image: ImageInfo) -> Launcher:
 
     limits = SandboxLimits(memory=args.memory, pids=args.pids, cpus=args.cpus, data_size=args.data_size,
                            data_inodes=args.data_inodes, tmp_size=args.tmp_size)
-    return BwrapLauncher(image=image, limits=limits, bwrap=args.bwrap)
+    return BwrapLauncher(image=image, limits=limits, bwrap=args.bwrap, egress=egress)
 
 
 def metadata_provider(image: ImageInfo, launcher: Launcher, manager: SessionManager, strict: bool) -> Any:
@@ -223,9 +250,14 @@ async def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+    if args.egress and args.insecure_no_sandbox:
+        print("error: --egress needs the sandbox: with --insecure-no-sandbox sessions already have this machine's whole network",
+              file=sys.stderr)
+        return 2
+    egress = EgressProxy(EgressPolicy.from_text(args.egress), log_file=args.egress_log) if args.egress else None
     try:
         image = find_image(resolve_image(args.image))
-        launcher = build_launcher(args, image)
+        launcher = build_launcher(args, image, egress)
     except SandboxLimitsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -263,6 +295,8 @@ async def serve(args: argparse.Namespace) -> int:
     sock.listen(512)
     sock.setblocking(False)
     port = sock.getsockname()[1]
+    if egress is not None:  # known only now, and before any session starts
+        egress.policy = dataclasses.replace(egress.policy, pool_ports=frozenset({port}))
     scheme = "https" if args.certfile else "http"
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
     endpoint = f"{scheme}://{host}:{port}"
@@ -281,11 +315,16 @@ async def serve(args: argparse.Namespace) -> int:
     for missing in iso.get("missing", []):
         print(f"  not active: {missing}", flush=True)
     print(f"Image: {image.name} ({len(image.packages)} packages, {image.path})", flush=True)
+    if egress is not None:
+        print(f"Egress: {', '.join(egress.policy.hosts)} through the pool's proxy"
+              + (f" (log: {args.egress_log})" if args.egress_log else ""), flush=True)
+    else:
+        print("Egress: none (sessions have no network, as on Azure; --egress pypi allows the package index)", flush=True)
     if args.azure_strict:
         print("Azure-strict: extensions are off; only the Azure data-plane contract is served.", flush=True)
     if args.runtime_file:
         write_private(args.runtime_file, json.dumps({"endpoint": endpoint, "token": token, "pid": os.getpid(), "strict": args.azure_strict,
-                                                     "isolation": iso, "image": args.image}))
+                                                     "isolation": iso, "image": args.image, "egress": list(args.egress)}))
 
     stop = asyncio.Event()
     watchers = []
@@ -303,6 +342,8 @@ async def serve(args: argparse.Namespace) -> int:
         for w in watchers:
             w.cancel()
         await manager.close()
+        if egress is not None:
+            egress.close()
         for f in (args.runtime_file, token_file):
             if f is not None:
                 with contextlib.suppress(OSError):

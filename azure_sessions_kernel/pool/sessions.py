@@ -110,6 +110,7 @@ class PoolSession:
         self.identifier = identifier
         self.keep_events = keep_events
         self.sandbox = sandbox
+        sandbox.assign(_short(identifier))
         self.kc = kc
         self.etag = uuid.uuid4().hex
         now = time.time()

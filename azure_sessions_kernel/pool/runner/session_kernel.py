@@ -49,7 +49,11 @@ ipykernel with the differences a remote code-interpreter session needs:
   notebook's cell ``n``: tracebacks say ``Cell In[n]``, ``Out[n]`` is set) and
   ``"result": false`` (a notebook cell: no Azure result, the key is absent);
 * only the pool reads this kernel's iopub: it publishes no ``execute_input``
-  echo and no ``busy`` status (``idle`` still ends every request).
+  echo and no ``busy`` status (``idle`` still ends every request);
+* with the pool's ``--egress``, a small process forked before the kernel
+  starts relays ``127.0.0.1:3128`` (the session's ``HTTPS_PROXY``) to the
+  pool's egress proxy through the Unix socket the launcher binds in
+  (``$AZURE_SESSIONS_EGRESS_SOCKET``): the session has no other network.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -320,24 +325,48 @@ def session_packages_dir() -> str:
     return _session_packages[0]
 
 
-def _index_reachable(timeout: float = PIP_PROBE_SECONDS) -> bool:
-    """Whether a TCP connection to the index (or the HTTPS proxy) opens within ``timeout``."""
-    url = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple"
-    parsed = urllib.parse.urlsplit(url if "//" in url else f"http://{url}")
-    address = (parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80))
-    outcome: list[bool] = []
+def _index_problem(timeout: float = PIP_PROBE_SECONDS) -> str | None:
+    """Why pip cannot reach its index from here, or ``None`` when it can.
+
+    Without a proxy: whether a TCP connection to the index opens within
+    ``timeout``. Through the pool's egress proxy: whether it opens a tunnel
+    to the index host, so an allow-list without the index is named at once.
+    """
+    index = urllib.parse.urlsplit(os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple")
+    index_host, index_port = index.hostname or "pypi.org", index.port or (443 if index.scheme == "https" else 80)
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    outcome: list[str | None] = []
 
     def probe() -> None:
+        if not proxy:
+            try:
+                socket.create_connection((index_host, index_port), timeout=timeout).close()
+                outcome.append(None)
+            except OSError:
+                outcome.append(PIP_NO_EGRESS)
+            return
+        parsed = urllib.parse.urlsplit(proxy if "//" in proxy else f"http://{proxy}")
         try:
-            socket.create_connection(address, timeout=timeout).close()
-            outcome.append(True)
-        except OSError:
-            outcome.append(False)
+            with socket.create_connection((parsed.hostname or "", parsed.port or 80), timeout=timeout) as s:
+                s.sendall(f"CONNECT {index_host}:{index_port} HTTP/1.1\r\nHost: {index_host}:{index_port}\r\n\r\n".encode())
+                status = s.makefile("rb").readline(1024).decode("latin-1").strip()
+        except OSError as exc:
+            outcome.append(f"pip cannot reach its proxy {proxy}: {exc}")
+            return
+        code, _, reason = status.partition(" ")[2].partition(" ")
+        if code == "200":
+            outcome.append(None)
+        elif code == "403" and os.environ.get(EGRESS_SOCKET_ENV):
+            allowed = os.environ.get(EGRESS_LIST_ENV) or "nothing"
+            outcome.append(f"pip cannot reach {index_host}: {reason}. This pool allows {allowed}; "
+                           "start it with --egress pypi (or add the index host to --egress).")
+        else:
+            outcome.append(f"pip cannot reach {index_host} through the proxy {proxy}: {status or 'no answer'}")
 
     thread = threading.Thread(target=probe, daemon=True)  # name resolution has no timeout of its own
     thread.start()
-    thread.join(timeout)
-    return bool(outcome and outcome[0])
+    thread.join(timeout + 1)
+    return outcome[0] if outcome else PIP_NO_EGRESS
 
 
 def _needs_index(args: list[str]) -> bool:
@@ -408,8 +437,9 @@ def pip_install(args: list[str]) -> None:
 def pip_command(line: str) -> None:
     """``%pip ARGS`` and ``!pip ARGS`` in a session."""
     args = shlex.split(line)
-    if args and args[0] in _PIP_NETWORK_COMMANDS and (args[0] != "install" or _needs_index(args)) and not _index_reachable():
-        raise PipError(PIP_NO_EGRESS)
+    if args and args[0] in _PIP_NETWORK_COMMANDS and (args[0] != "install" or _needs_index(args)):
+        if (problem := _index_problem()) is not None:
+            raise PipError(problem)
     if args and args[0] == "install":
         if any(a in ("-t", "--target", "--prefix", "--root", "--user") or a.startswith(("--target=", "--prefix=")) for a in args):
             raise PipError("the session image is read-only: %pip install puts packages in a per-session directory of its own; drop --target, --prefix, --root and --user")
@@ -476,6 +506,64 @@ def _make_outstream_class() -> type:
     return QuietOutStream
 
 
+#: Set by the bwrap launcher when the pool has --egress: the proxy's Unix socket, and the allow-list (for messages).
+EGRESS_SOCKET_ENV = "AZURE_SESSIONS_EGRESS_SOCKET"
+EGRESS_LIST_ENV = "AZURE_SESSIONS_EGRESS"
+#: Where the session's HTTP(S)_PROXY points (loopback of the session's own network namespace).
+EGRESS_RELAY_ADDRESS = ("127.0.0.1", 3128)
+
+
+def _start_egress_relay() -> None:
+    """Fork the process that relays the session's proxy port to the pool's egress socket.
+
+    Called first thing in :func:`main`, while the process has one thread (a
+    fork is then safe) and before IPython is imported (the relay shares few
+    pages). It lives as long as the sandbox: its pid namespace ends with the
+    kernel. A cell can kill it, and then only loses its own egress.
+    """
+    path = os.environ.get(EGRESS_SOCKET_ENV)
+    if not path:
+        return
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(EGRESS_RELAY_ADDRESS)
+    listener.listen(64)
+    if os.fork() != 0:
+        listener.close()
+        return
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel
+        import asyncio
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+                if writer.can_write_eof():
+                    writer.write_eof()
+            except OSError:
+                writer.close()
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                proxy_reader, proxy_writer = await asyncio.open_unix_connection(path)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(pump(reader, proxy_writer), pump(proxy_reader, writer))
+            proxy_writer.close()
+            writer.close()
+
+        async def serve() -> None:
+            server = await asyncio.start_server(relay, sock=listener)
+            await server.serve_forever()
+
+        asyncio.run(serve())
+    finally:
+        os._exit(0)
+
+
 def _prepare_process() -> None:
     """Set the working directory and the environment defaults before IPython starts."""
     os.chdir(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
@@ -498,6 +586,7 @@ def _prepare_process() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the kernel until the client shuts it down (``argv``: ``-f <connection file>`` and traitlets)."""
+    _start_egress_relay()
     _prepare_process()
     from ipykernel.kernelapp import IPKernelApp
 

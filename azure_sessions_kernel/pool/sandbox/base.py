@@ -161,6 +161,10 @@ class Sandbox(abc.ABC):
         """Resource figures for ``/metadata`` and benchmarks (memory, pids). Optional."""
         return {}
 
+    def assign(self, session: str) -> None:
+        """Called by the session manager when an identifier claims this sandbox, with a
+        loggable prefix of it, so that what the sandbox does (egress) names its session."""
+
 
 class Launcher(abc.ABC):
     """Starts sandboxes. One per pool, built from the pool's configuration."""

@@ -25,7 +25,10 @@ runs as root:
   per-session ext4 disk (a sparse file on a loop device, :mod:`.disks`)
   whose size and inode count are the quota;
 * L6 no capabilities (``--cap-drop ALL``), ``no_new_privs``;
-* L7 a seccomp deny-list against the kernel surface a notebook never needs.
+* L7 a seccomp deny-list against the kernel surface a notebook never needs;
+* with ``serve --egress`` only: a Unix socket of the slot's own to the pool's
+  egress proxy (:mod:`..egress`), bound read-only at ``/run/egress``, and the
+  host's CA bundle; the session's network namespace stays loopback-only.
 
 Run as an ordinary user the launcher still uses bwrap (unprivileged user
 namespaces) but cannot give sessions their own uid, cgroups or a data disk
@@ -39,6 +42,7 @@ Host layout under the state root (``/run/ask`` as root)::
     <n>/k/                     kernel.json and the ipc sockets (session uid, 0700;
                                root's, 0755, once they are bound)               -> /run/jk
     <n>/data/                  the data disk's mount (session uid, 0700)          -> /mnt/data
+    <n>/net/egress.sock        the slot's egress proxy socket (--egress only; root's dir) -> /run/egress
     <n>/cgroups.json           the cgroup directories made for the slot, for cleanup
 
 Slots are claimed with ``flock``, so several launchers (a server and a test
@@ -74,6 +78,7 @@ from pathlib import Path
 from typing import Any
 
 from ...wire import DATA_DIR
+from ..egress import EgressProxy
 from ..image import ImageError, ImageInfo, find_image
 from .base import (
     CHANNEL_PORTS,
@@ -106,6 +111,12 @@ __all__ = [
 SANDBOX_DATA_DIR = DATA_DIR
 SANDBOX_KERNEL_DIR = "/run/jk"
 SANDBOX_RUNNER = "/opt/azure-sessions/session_kernel.py"
+SANDBOX_EGRESS_DIR = "/run/egress"
+SANDBOX_CA_BUNDLE = "/opt/azure-sessions/ca-certificates.crt"
+#: The session's proxy address; the runner relays it to the egress socket (runner's EGRESS_RELAY_ADDRESS).
+SANDBOX_PROXY_URL = "http://127.0.0.1:3128"
+#: Where the host keeps its CA bundle, first found wins (after $SSL_CERT_FILE and $REQUESTS_CA_BUNDLE).
+HOST_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
 SANDBOX_UID = 1000
 SANDBOX_USER = "user"
 SANDBOX_HOSTNAME = "sandbox"
@@ -249,6 +260,28 @@ class SandboxSpec:
     seccomp_fd: int | None
     status_fd: int
     extra_env: tuple[tuple[str, str], ...] = ()
+    egress_dir: Path | None = None  # -> /run/egress; None: no egress
+    ca_bundle: Path | None = None  # -> SANDBOX_CA_BUNDLE, with egress
+
+
+def host_ca_bundle() -> Path | None:
+    """The CA bundle this host trusts (a TLS-inspecting gateway's CA is in it), for sessions with egress."""
+    for candidate in (os.environ.get("SSL_CERT_FILE"), os.environ.get("REQUESTS_CA_BUNDLE"), *HOST_CA_BUNDLES):
+        if candidate and os.path.isfile(candidate):
+            return Path(candidate).resolve()
+    return None
+
+
+def egress_environment(allowed: Sequence[str], ca_bundle: Path | None) -> dict[str, str]:
+    """What a session with egress needs: the proxy for every HTTP client, and the host's CA bundle."""
+    env = {"AZURE_SESSIONS_EGRESS_SOCKET": f"{SANDBOX_EGRESS_DIR}/egress.sock", "AZURE_SESSIONS_EGRESS": ",".join(allowed)}
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        env[name] = SANDBOX_PROXY_URL
+    env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
+    if ca_bundle is not None:
+        for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CURL_CA_BUNDLE"):
+            env[name] = SANDBOX_CA_BUNDLE
+    return env
 
 
 def sandbox_environment(image: ImageInfo, limits: SandboxLimits) -> dict[str, str]:
@@ -332,6 +365,12 @@ def build_bwrap_argv(spec: SandboxSpec) -> list[str]:
         "--size", str(spec.limits.shm_size), "--tmpfs", "/dev/shm",
         "--bind", str(spec.kernel_dir), SANDBOX_KERNEL_DIR,
         "--bind", str(spec.data_dir), SANDBOX_DATA_DIR,
+    ]
+    if spec.egress_dir is not None:
+        argv += ["--ro-bind", str(spec.egress_dir), SANDBOX_EGRESS_DIR]
+        if spec.ca_bundle is not None:
+            argv += ["--ro-bind", str(spec.ca_bundle), SANDBOX_CA_BUNDLE]
+    argv += [
         "--remount-ro", "/", "--remount-ro", "/dev",
         "--chdir", SANDBOX_DATA_DIR,
     ]
@@ -357,10 +396,19 @@ class _Slot:
     lock_fd: int
     state_dir: Path
     uid: int | None  # None: same uid as the server (unprivileged mode)
+    #: The session that claimed the slot (a prefix of its identifier), for the egress log.
+    session: str = ""
 
     @property
     def kernel_dir(self) -> Path:
         return self.state_dir / "k"
+
+    @property
+    def egress_dir(self) -> Path:
+        return self.state_dir / "net"
+
+    def label(self) -> str:
+        return f"slot {self.number}" + (f" session {self.session}" if self.session else " (ready, unclaimed)")
 
     @property
     def data_dir(self) -> Path:
@@ -407,6 +455,9 @@ class BwrapSandbox(Sandbox):
 
     def __repr__(self) -> str:
         return f"<BwrapSandbox slot={self.slot} uid={self.uid} pid={self.pid} alive={self.is_alive()}>"
+
+    def assign(self, session: str) -> None:
+        self._slot.session = session
 
     def is_alive(self) -> bool:
         alive = not self._killed and self._process.poll() is None
@@ -544,8 +595,12 @@ class BwrapLauncher(Launcher):
         max_sessions: int = 1000,
         seccomp: bool = True,
         bwrap: str | None = None,
+        egress: EgressProxy | None = None,
     ):
         self.limits = limits or SandboxLimits()
+        #: The pool's egress proxy (``serve --egress``); ``None``: sessions have no network at all.
+        self.egress = egress
+        self._ca_bundle = host_ca_bundle() if egress is not None else None
         self.privileged = os.geteuid() == 0
         self.state_root = Path(state_root or _default_state_root()).absolute()
         self.uid_base = uid_base if uid_base is not None else int(os.environ.get(UID_BASE_ENV) or DEFAULT_UID_BASE)
@@ -739,6 +794,8 @@ class BwrapLauncher(Launcher):
             "protections": protections,
             "missing": dict(self._missing),
             "limits": self.limits.describe(),
+            # The sessions' only way out: nothing, or the allow-list proxy.
+            "egress": self.egress.policy.hosts if self.egress is not None else [],
         }
 
     # ----------------------------------------------------------------- start
@@ -812,6 +869,10 @@ class BwrapLauncher(Launcher):
                 self._disks.create(slot.number, slot.data_dir, uid, gid)
             else:
                 mount_tmpfs(slot.data_dir, self.limits.data_size, self.limits.data_inodes, uid, gid)
+        if self.egress is not None:
+            # Root's directory, so the session cannot swap the socket for another.
+            slot.egress_dir.mkdir(mode=0o755)
+            self.egress.listen(slot.egress_dir / "egress.sock", slot.label)
         key = secrets.token_hex(32)
         base = {"transport": "ipc", "key": key, "signature_scheme": "hmac-sha256", "kernel_name": "", **CHANNEL_PORTS}
         kernel_file = slot.kernel_dir / "kernel.json"
@@ -853,6 +914,8 @@ class BwrapLauncher(Launcher):
             extra_env: tuple[tuple[str, str], ...] = ()
             if slot.uid is None:
                 extra_env = (("MALLOC_ARENA_MAX", "2"),)  # keeps virtual size within RLIMIT_AS
+            if self.egress is not None:
+                extra_env += tuple(egress_environment(self.egress.policy.entries, self._ca_bundle).items())
             spec = SandboxSpec(
                 bwrap=self.bwrap,
                 image=self.image,
@@ -864,6 +927,8 @@ class BwrapLauncher(Launcher):
                 seccomp_fd=seccomp_fd if seccomp_fd >= 0 else None,
                 status_fd=status_w,
                 extra_env=extra_env,
+                egress_dir=slot.egress_dir if self.egress is not None else None,
+                ca_bundle=self._ca_bundle,
             )
             procs_files, rlimits, uid = cgroups.procs_files, self._rlimits(slot), slot.uid
             process = subprocess.Popen(
@@ -931,6 +996,8 @@ class BwrapLauncher(Launcher):
                 _kill_uid(slot.uid)  # nothing may outlive the session under its uid
                 _reap_zombie_children(slot.uid)
             cgroups.remove()
+            if self.egress is not None:
+                self.egress.close_listener(slot.egress_dir / "egress.sock")
             self._remove_data(slot)
             shutil.rmtree(slot.state_dir, ignore_errors=True)
         finally:
