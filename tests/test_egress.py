@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -253,3 +255,10 @@ def test_closing_a_listener_cuts_its_tunnels_and_removes_the_socket(proxy, upstr
     assert time.monotonic() - started < 5
     assert not path.exists()
     assert log_lines(log_file, 1)[0]["decision"] == "allowed"
+
+
+def test_serve_refuses_egress_without_a_sandbox() -> None:
+    done = subprocess.run([sys.executable, "-m", "azure_sessions_kernel", "serve", "--insecure-no-sandbox", "--egress", "pypi"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--egress needs the sandbox: with --insecure-no-sandbox sessions already have this machine's whole network" in done.stderr

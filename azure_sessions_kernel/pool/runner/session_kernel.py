@@ -359,7 +359,7 @@ def _index_problem(timeout: float = PIP_PROBE_SECONDS) -> str | None:
         elif code == "403" and os.environ.get(EGRESS_SOCKET_ENV):
             allowed = os.environ.get(EGRESS_LIST_ENV) or "nothing"
             outcome.append(f"pip cannot reach {index_host}: {reason}. This pool allows {allowed}; "
-                           "start it with --egress pypi (or add the index host to --egress).")
+                           "add the index host to the pool's --egress (pypi is the package index).")
         else:
             outcome.append(f"pip cannot reach {index_host} through the proxy {proxy}: {status or 'no answer'}")
 
