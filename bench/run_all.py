@@ -1,7 +1,7 @@
 """Every benchmark of issue 5 in one run: ``make bench`` (``.venv/bin/python bench/run_all.py``).
 
 Prints the machine, then figures 1–3 (``kernel_bench``), 4–7
-(``pool_bench``), 8 (``burst_bench``, issue 12) and 9 (``widget_bench``, issue 10), each as a table of
+(``pool_bench``), 8 (``burst_bench``, issue 12), 9 (``widget_bench``, issue 10) and 10 (``egress_bench``, issue 11), each as a table of
 medians, p99 and ratios with its
 baseline and target beside it. A benchmark that fails is reported and the
 rest still run: benchmarks report, they never fail the build (exit 0).
@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import burst_bench  # noqa: E402
+import egress_bench  # noqa: E402
 import kernel_bench  # noqa: E402
 import pool_bench  # noqa: E402
 import widget_bench  # noqa: E402
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         ("pool (figures 4-7)", lambda: pool_bench.main(quick)),
         ("burst (figure 8)", lambda: burst_bench.main(burst)),
         ("widgets (figure 9)", lambda: widget_bench.main(quick)),
+        ("egress (figure 10)", lambda: egress_bench.main(quick)),
     )
     for name, run in benches:
         t = time.monotonic()
