@@ -285,7 +285,8 @@ async def serve(args: argparse.Namespace) -> int:
         print("Azure-strict: extensions are off; only the Azure data-plane contract is served.", flush=True)
     if args.runtime_file:
         write_private(args.runtime_file, json.dumps({"endpoint": endpoint, "token": token, "pid": os.getpid(), "strict": args.azure_strict,
-                                                     "isolation": iso, "image": args.image}))
+                                                     "isolation": iso, "image": args.image,
+                                                     "egress": list(getattr(args, "egress", ()) or ())}))
 
     stop = asyncio.Event()
     watchers = []

@@ -1,0 +1,86 @@
+"""The kernel's egress option: from `install --egress` and the kernel's trait to the shared pool it joins.
+
+Fast: no pool is started. The pool's side of ``serve --egress`` (the proxy,
+what sessions can reach) is tested with the pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from azure_sessions_kernel._runtime import DEFAULT_IMAGE, LEASE_DIR, LOG_FILE, POOL_FILE, pool_files
+from azure_sessions_kernel.client import ConfigurationError
+from azure_sessions_kernel.client import _local
+from azure_sessions_kernel.client._local import acquire_local_pool_sync, requested_egress, requested_image
+
+# -- which pool: serve options ------------------------------------------------------------------
+
+
+def test_the_last_egress_option_counts_normalised_as_serve_reads_it() -> None:
+    assert requested_egress([]) == requested_egress(["--egress", "none"]) == requested_egress(["--egress="]) == ()
+    assert requested_egress(["--egress", "github", "--cooldown", "600", "--egress=PyPI, example.com ,pypi"]) == ("example.com", "pypi")
+    assert requested_egress(["--egress=pypi", "--egress", "github"]) == ("github",)
+    assert requested_image(["--image", "geo", "--egress", "pypi"]) == "geo"  # the options do not read each other
+
+
+def test_a_bad_egress_list_is_a_configuration_error_naming_the_entry() -> None:
+    with pytest.raises(ConfigurationError, match=r"'10\.0\.0\.1' is an IP address"):
+        requested_egress(["--egress", "pypi,10.0.0.1"])
+    with pytest.raises(ConfigurationError, match="'none' cannot be combined"):
+        requested_egress(["--egress=none,pypi"])
+
+
+def test_each_image_and_egress_list_has_a_shared_pool_of_its_own() -> None:
+    plain, pypi, geo_pypi = pool_files(), pool_files(DEFAULT_IMAGE, ("pypi",)), pool_files("geo", ("pypi",))
+    assert plain == pool_files(DEFAULT_IMAGE, ()) == (POOL_FILE, LEASE_DIR, LOG_FILE)
+    for i in range(3):  # pool file, lease directory and log all differ
+        assert len({plain[i], pypi[i], geo_pypi[i], pool_files("geo")[i]}) == 4
+    assert pool_files(DEFAULT_IMAGE, requested_egress(["--egress", "PyPI,pypi"])) == pypi
+
+
+# -- joining a running pool -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def runtime(tmp_path, monkeypatch):
+    """A runtime directory of this test's own, whose pools all answer their health check."""
+    monkeypatch.setenv("AZURE_SESSIONS_KERNEL_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr(_local, "_healthy", lambda info: True)
+    return tmp_path
+
+
+def _fake_pool(runtime, egress_files: tuple[str, ...], **recorded) -> None:
+    """A pool file, under the name of the pool for ``egress_files``, for a "pool" that is this (live) process."""
+    info = {"endpoint": "https://127.0.0.1:9", "token": "t", "pid": os.getpid(), "strict": False, "isolation": {}, **recorded}
+    (runtime / pool_files(DEFAULT_IMAGE, egress_files)[0]).write_text(json.dumps(info))
+
+
+def test_a_pool_with_other_egress_than_asked_is_refused_and_not_leased(runtime) -> None:
+    _fake_pool(runtime, ("pypi",), image=DEFAULT_IMAGE, egress=["github"])
+    with pytest.raises(ConfigurationError, match=r"has egress github, not pypi as asked; stop it \(pid \d+\)"):
+        acquire_local_pool_sync(["--egress", "pypi"])
+    assert not any((runtime / pool_files(DEFAULT_IMAGE, ("pypi",))[1]).iterdir())
+    # More network than asked is refused as well.
+    _fake_pool(runtime, (), egress=["pypi"])
+    with pytest.raises(ConfigurationError, match=r"has egress pypi, not none \(no network\) as asked"):
+        acquire_local_pool_sync([])
+    assert not any((runtime / LEASE_DIR).iterdir())
+
+
+def test_a_pool_with_the_asked_egress_is_joined(runtime) -> None:
+    _fake_pool(runtime, ("github", "pypi"), image=DEFAULT_IMAGE, egress=["github", "pypi"])
+    with acquire_local_pool_sync(["--egress", "pypi,GitHub"]) as lease:
+        assert (lease.egress, lease.started_here) == (("github", "pypi"), False)
+        assert len(list((runtime / pool_files(DEFAULT_IMAGE, ("github", "pypi"))[1]).iterdir())) == 1
+    _fake_pool(runtime, ())  # a pool from before --egress records none: it has none
+    with acquire_local_pool_sync([]) as lease:
+        assert lease.egress == ()
+
+
+def test_a_bad_egress_list_starts_no_pool(runtime) -> None:
+    with pytest.raises(ConfigurationError, match="is not a host name"):
+        acquire_local_pool_sync(["--egress", "exa mple.com"])
+    assert list(runtime.iterdir()) == []
