@@ -10,11 +10,13 @@ import json
 import os
 
 import pytest
+from traitlets import HasTraits, List, TraitError, Unicode, validate
 
 from azure_sessions_kernel._runtime import DEFAULT_IMAGE, LEASE_DIR, LOG_FILE, POOL_FILE, pool_files
 from azure_sessions_kernel.client import ConfigurationError
 from azure_sessions_kernel.client import _local
 from azure_sessions_kernel.client._local import acquire_local_pool_sync, requested_egress, requested_image
+from azure_sessions_kernel.kernel.kernel import AzureSessionsKernel
 
 # -- which pool: serve options ------------------------------------------------------------------
 
@@ -84,3 +86,44 @@ def test_a_bad_egress_list_starts_no_pool(runtime) -> None:
     with pytest.raises(ConfigurationError, match="is not a host name"):
         acquire_local_pool_sync(["--egress", "exa mple.com"])
     assert list(runtime.iterdir()) == []
+
+
+# -- the kernel's option --------------------------------------------------------------------------
+
+
+class KernelStub(HasTraits):
+    """The kernel's pool options, with the kernel's own egress validation and _pool_args."""
+
+    local_pool_args = List(Unicode())
+    image = Unicode()
+    egress = Unicode()
+    _check_egress = validate("egress")(AzureSessionsKernel._check_egress.func)
+    _pool_args = AzureSessionsKernel._pool_args
+
+
+def test_the_kernel_trait_is_configurable_and_says_what_it_does() -> None:
+    trait = AzureSessionsKernel.class_traits(config=True)["egress"]
+    assert "pypi" in trait.help and "install --egress pypi" in trait.help and "EgressDisabled" in trait.help
+
+
+def test_the_kernel_normalises_egress_and_passes_it_to_the_pool() -> None:
+    kernel = KernelStub(local_pool_args=["--cooldown", "600"], egress="PyPI, github ,pypi")
+    assert kernel.egress == "github,pypi"
+    assert kernel._pool_args() == ["--cooldown", "600", "--egress", "github,pypi"]
+    assert requested_egress(kernel._pool_args()) == ("github", "pypi")
+    kernel.image = "geo"
+    assert kernel._pool_args()[2:] == ["--image", "geo", "--egress", "github,pypi"]
+    for none in ("", "none", " NONE "):
+        kernel.egress = none
+        assert kernel.egress == "" and kernel._pool_args() == ["--cooldown", "600", "--image", "geo"]
+    # The kernel's own option comes last, so it wins over one in local_pool_args, as image does.
+    assert requested_egress(KernelStub(local_pool_args=["--egress", "github"], egress="pypi")._pool_args()) == ("pypi",)
+
+
+def test_the_kernel_refuses_a_bad_egress_list_naming_the_entry() -> None:
+    kernel = KernelStub(egress="pypi")
+    with pytest.raises(TraitError, match=r"egress: '\*': egress to every host is not offered"):
+        kernel.egress = "*"
+    assert kernel.egress == "pypi"
+    with pytest.raises(TraitError, match=r"egress: '192\.168\.1\.1:80' is an IP address"):
+        KernelStub(egress="192.168.1.1:80")
