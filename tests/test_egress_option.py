@@ -16,6 +16,7 @@ from azure_sessions_kernel._runtime import DEFAULT_IMAGE, LEASE_DIR, LOG_FILE, P
 from azure_sessions_kernel.client import ConfigurationError
 from azure_sessions_kernel.client import _local
 from azure_sessions_kernel.client._local import acquire_local_pool_sync, requested_egress, requested_image
+from azure_sessions_kernel.kernel.install import install_main
 from azure_sessions_kernel.kernel.kernel import AzureSessionsKernel
 
 # -- which pool: serve options ------------------------------------------------------------------
@@ -127,3 +128,27 @@ def test_the_kernel_refuses_a_bad_egress_list_naming_the_entry() -> None:
     assert kernel.egress == "pypi"
     with pytest.raises(TraitError, match=r"egress: '192\.168\.1\.1:80' is an IP address"):
         KernelStub(egress="192.168.1.1:80")
+
+
+# -- install --egress -------------------------------------------------------------------------------
+
+
+def test_the_egress_option_is_set_in_the_kernelspec(tmp_path) -> None:
+    assert install_main(["--prefix", str(tmp_path), "--image", "geo", "--egress", "PyPI,github"]) == 0
+    spec = json.loads((tmp_path / "share/jupyter/kernels/azure-sessions/kernel.json").read_text())
+    assert spec["argv"][-2:] == ["--AzureSessionsKernel.image=geo", "--AzureSessionsKernel.egress=github,pypi"]
+    assert install_main(["--prefix", str(tmp_path), "--egress", "none"]) == 0  # no egress: the default, not written
+    spec = json.loads((tmp_path / "share/jupyter/kernels/azure-sessions/kernel.json").read_text())
+    assert not any("egress" in arg for arg in spec["argv"])
+
+
+def test_install_refuses_a_bad_egress_list_and_writes_nothing(tmp_path, capsys) -> None:
+    assert install_main(["--prefix", str(tmp_path / "new"), "--egress", "pypi,1.2.3.4"]) == 2
+    assert "--egress: '1.2.3.4' is an IP address" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    assert install_main(["--prefix", str(tmp_path), "--egress", "pypi"]) == 0
+    kernel_json = tmp_path / "share/jupyter/kernels/azure-sessions/kernel.json"
+    before = kernel_json.read_bytes()
+    assert install_main(["--prefix", str(tmp_path), "--egress", "all"]) == 2
+    assert "egress to every host is not offered" in capsys.readouterr().err
+    assert kernel_json.read_bytes() == before
