@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import types
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
 from traitlets import HasTraits, List, TraitError, Unicode, validate
 
 from azure_sessions_kernel._runtime import DEFAULT_IMAGE, LEASE_DIR, LOG_FILE, POOL_FILE, pool_files
 from azure_sessions_kernel.client import ConfigurationError
 from azure_sessions_kernel.client import _local
 from azure_sessions_kernel.client._local import acquire_local_pool_sync, requested_egress, requested_image
+from azure_sessions_kernel.kernel._magics import SessionMagics
+from azure_sessions_kernel.kernel._remote import Backend
 from azure_sessions_kernel.kernel.install import install_main
 from azure_sessions_kernel.kernel.kernel import AzureSessionsKernel
 
@@ -152,3 +157,34 @@ def test_install_refuses_a_bad_egress_list_and_writes_nothing(tmp_path, capsys) 
     assert install_main(["--prefix", str(tmp_path), "--egress", "all"]) == 2
     assert "egress to every host is not offered" in capsys.readouterr().err
     assert kernel_json.read_bytes() == before
+
+
+# -- %session ---------------------------------------------------------------------------------------
+
+
+class _Pool:
+    """The two calls %session makes to the pool."""
+
+    def get_session(self, identifier):
+        from azure_sessions_kernel.client import UnsupportedOperationError
+
+        raise UnsupportedOperationError("no session route")
+
+    def metadata(self):
+        return types.SimpleNamespace(extensions={}, packages=[])
+
+
+def _session_text(lease, capsys) -> str:
+    remote = types.SimpleNamespace(
+        backend=Backend(endpoint="https://127.0.0.1:9", local=lease is not None, isolation=None, extensions=frozenset()),
+        identifier="nb-test", api_version="2025-02-02-preview", lease=lease, sync_client=_Pool,
+    )
+    kernel = types.SimpleNamespace(remote=remote, session_name="", endpoint="", image="", execution_timeout=None)
+    SessionMagics(InteractiveShell.instance(), kernel)._show_session()
+    return capsys.readouterr().out
+
+
+def test_session_magic_shows_the_local_pools_egress(capsys) -> None:
+    assert re.search(r"^egress\s+github, pypi$", _session_text(types.SimpleNamespace(egress=("github", "pypi")), capsys), re.M)
+    assert re.search(r"^egress\s+none \(sessions have no network\)$", _session_text(types.SimpleNamespace(egress=()), capsys), re.M)
+    assert "egress" not in _session_text(None, capsys)  # on Azure the pool's own setting decides
