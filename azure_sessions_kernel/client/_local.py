@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from .. import wire
-from .._runtime import DEFAULT_IMAGE, LOCK_FILE, pool_files, process_running, runtime_dir
+from .._runtime import DEFAULT_IMAGE, LOCK_FILE, EgressListError, parse_egress, pool_files, process_running, runtime_dir
 from ._exceptions import ConfigurationError
 
 __all__ = ["LocalPoolLease", "acquire_local_pool", "acquire_local_pool_sync"]
@@ -54,6 +54,8 @@ class LocalPoolLease:
     pid: int
     #: The session image the pool serves (``serve --image``): ``"default"``, a name or a directory.
     image: str = DEFAULT_IMAGE
+    #: The hosts its sessions may reach (``serve --egress``, normalised); ``()``: no network.
+    egress: tuple[str, ...] = ()
     lease_file: Path | None = dataclasses.field(default=None, repr=False)
     started_here: bool = False
     process: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False, compare=False)
@@ -121,30 +123,53 @@ def _read_pool_file(path: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and isinstance(info.get("pid"), int) else None
 
 
+def _last_option(serve_args: Sequence[str], option: str, default: str) -> str:
+    """The value of the last ``option VALUE`` or ``option=VALUE`` in ``serve_args``, as argparse reads it."""
+    value = default
+    for i, arg in enumerate(serve_args):
+        if arg == option and i + 1 < len(serve_args):
+            value = serve_args[i + 1]
+        elif arg.startswith(option + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
 def requested_image(serve_args: Sequence[str]) -> str:
     """The session image ``serve_args`` ask for: the last ``--image``, as ``serve`` reads it."""
-    image = DEFAULT_IMAGE
-    for i, arg in enumerate(serve_args):
-        if arg == "--image" and i + 1 < len(serve_args):
-            image = serve_args[i + 1]
-        elif arg.startswith("--image="):
-            image = arg.split("=", 1)[1]
-    return image
+    return _last_option(serve_args, "--image", DEFAULT_IMAGE)
+
+
+def requested_egress(serve_args: Sequence[str]) -> tuple[str, ...]:
+    """The egress allow-list ``serve_args`` ask for: the last ``--egress``, normalised as ``serve`` does.
+
+    Raises :class:`ConfigurationError` for a list ``serve`` would refuse, so a
+    kernel says why before it starts a pool that could not start.
+    """
+    try:
+        return parse_egress(_last_option(serve_args, "--egress", ""))
+    except EgressListError as exc:
+        raise ConfigurationError(f"The local pool's egress list is not valid: {exc}") from None
+
+
+def _describe_egress(egress: Sequence[str]) -> str:
+    return ", ".join(egress) if egress else "none (no network)"
 
 
 def acquire_local_pool_sync(serve_args: Sequence[str] = (), *, python: str | None = None) -> LocalPoolLease:
-    """Reuse the running local pool of the wanted image or start one, and take a lease on it.
+    """Reuse the running local pool of the wanted image and egress or start one, and take a lease on it.
 
     ``serve_args`` are extra ``azure-sessions-kernel serve`` options used only
     when this call starts the pool (an already running pool is reused as it
-    is), except ``--image``: each session image has a shared pool of its own,
-    so a kernel never silently gets another image than it asked for. Raises
-    :class:`ConfigurationError` with the pool's own error output when it
-    cannot start (no session image, no sandbox, ...).
+    is), except ``--image`` and ``--egress``: each session image and egress
+    allow-list has a shared pool of its own, so a kernel never silently gets
+    another image, or more or less network, than it asked for. Raises
+    :class:`ConfigurationError` for a bad ``--egress`` list, and with the
+    pool's own error output when it cannot start (no session image, no
+    sandbox, ...).
     """
-    image = requested_image(serve_args)
+    image, egress = requested_image(serve_args), requested_egress(serve_args)
     rdir = runtime_dir()
-    pool_name, lease_name, log_name = pool_files(image)
+    pool_name, lease_name, log_name = pool_files(image, egress)
     pool_file, lease_dir = rdir / pool_name, rdir / lease_name
     lease_dir.mkdir(exist_ok=True, mode=0o700)
     process = None
@@ -168,6 +193,13 @@ def acquire_local_pool_sync(serve_args: Sequence[str] = (), *, python: str | Non
             f"The local session pool at {info['endpoint']} serves the image {info.get('image', DEFAULT_IMAGE)!r}, "
             f"not {image!r} as asked; stop it (pid {info['pid']}) or ask for its image."
         )
+    # Also a pool file written by something else; one from before --egress records none, and had none.
+    if tuple(info.get("egress") or ()) != egress:
+        lease.unlink()
+        raise ConfigurationError(
+            f"The local session pool at {info['endpoint']} has egress {_describe_egress(info.get('egress') or ())}, "
+            f"not {_describe_egress(egress)} as asked; stop it (pid {info['pid']}) or ask for its egress."
+        )
     return LocalPoolLease(
         endpoint=info["endpoint"],
         token=info["token"],
@@ -175,6 +207,7 @@ def acquire_local_pool_sync(serve_args: Sequence[str] = (), *, python: str | Non
         strict=bool(info.get("strict")),
         pid=info["pid"],
         image=image,
+        egress=egress,
         lease_file=lease,
         started_here=process is not None,
         process=process,

@@ -311,6 +311,8 @@ class SessionMagics(Magics):
             if info.expires_at:
                 lines.append(("expires", f"in {_duration(info.expires_at - now)} if idle ({info.expires_at:%H:%M:%S} UTC)"))
         lines.append(("image", self._describe_image()))
+        if remote.lease is not None:  # on Azure the pool's network setting decides, and the data plane does not say
+            lines.append(("egress", _describe_egress(remote.lease.egress)))
         extensions = ", ".join(sorted(backend.extensions)) or "none (Azure contract only: cells run through the long-poll channel)"
         limit = kernel.execution_timeout
         lines += [("extensions", extensions), ("cell timeout", "none" if limit is None else f"{limit:g} s")]
@@ -353,6 +355,11 @@ class SessionMagics(Magics):
         except TraitError:
             raise SessionMagicError(f"%timeout takes a number of seconds more than 0, or 'off'; got {args.seconds:g}.") from None
         print(f"Cells may now run for {self.kernel.execution_timeout:g} s.")
+
+
+def _describe_egress(egress: Iterable[str]) -> str:
+    """The hosts a local pool's sessions may reach, for ``%session`` (aliases such as ``pypi`` as written)."""
+    return ", ".join(egress) or "none (sessions have no network)"
 
 
 def _duration(delta: dt.timedelta) -> str:

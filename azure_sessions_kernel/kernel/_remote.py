@@ -303,6 +303,15 @@ class RemoteSession:
         return self._sync_client
 
     @property
+    def lease(self) -> Any:
+        """The :class:`~azure_sessions_kernel.client.LocalPoolLease` of the local pool in use, else ``None``.
+
+        ``None`` on Azure and before :meth:`connect`; ``%session`` reads the
+        pool's egress from it.
+        """
+        return self._lease
+
+    @property
     def client(self) -> AsyncSessionsClient:
         if self._client is None:
             raise RuntimeError("connect() first")

@@ -1,7 +1,7 @@
 """Install or remove the ``azure-sessions`` kernelspec, like ``python -m ipykernel install``.
 
 ``azure-sessions-kernel install [--user | --sys-prefix | --prefix P] [--name N]
-[--display-name D] [--endpoint URL] [--image NAME]`` and ``azure-sessions-kernel uninstall``;
+[--display-name D] [--endpoint URL] [--image NAME] [--egress HOSTS]`` and ``azure-sessions-kernel uninstall``;
 also ``python -m azure_sessions_kernel.kernel.install``. The kernelspec comes
 from the package's ``resources`` (the repository's ``kernelspec/`` folder),
 with ``argv[0]`` set to the Python running this, so the kernel starts in the
@@ -21,14 +21,32 @@ from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpecManager, _is_valid_kernel_name
 
+from .._runtime import EgressListError, parse_egress
+
 KERNEL_NAME = "azure-sessions"
 LOGOS = ("logo-32x32.png", "logo-64x64.png")
 
 
 def write_kernelspec(
-    directory: Path, *, display_name: str | None = None, endpoint: str | None = None, image: str | None = None, python: str | None = None
+    directory: Path,
+    *,
+    display_name: str | None = None,
+    endpoint: str | None = None,
+    image: str | None = None,
+    egress: str | None = None,
+    python: str | None = None,
 ) -> dict:
-    """Write ``kernel.json`` and the logos into ``directory``; returns the kernel.json content."""
+    """Write ``kernel.json`` and the logos into ``directory``; returns the kernel.json content.
+
+    ``egress`` is written normalised (:func:`parse_egress`), so kernels of
+    differently spelt lists share a pool; a bad list raises
+    :class:`~azure_sessions_kernel._runtime.EgressListError` (a ``ValueError``)
+    before anything is written.
+    """
+    try:
+        hosts = ",".join(parse_egress(egress or ""))
+    except EgressListError as exc:
+        raise EgressListError(f"--egress: {exc}") from None
     source = resources.files(__package__).joinpath("resources")
     spec = json.loads(source.joinpath("kernel.json").read_text(encoding="utf-8"))
     spec["argv"][0] = python or sys.executable
@@ -38,6 +56,8 @@ def write_kernelspec(
         spec["argv"].append(f"--AzureSessionsKernel.endpoint={endpoint}")
     if image:
         spec["argv"].append(f"--AzureSessionsKernel.image={image}")
+    if hosts:
+        spec["argv"].append(f"--AzureSessionsKernel.egress={hosts}")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     for logo in LOGOS:
@@ -53,6 +73,7 @@ def install(
     display_name: str | None = None,
     endpoint: str | None = None,
     image: str | None = None,
+    egress: str | None = None,
 ) -> str:
     """Install the kernelspec and return the directory it went to.
 
@@ -71,11 +92,15 @@ def install(
         ``AZURE_CONTAINER_APP_SESSION_POOL_MANAGEMENT_ENDPOINT`` variable, else the local pool.
     image
         The session image of the local pool (``AzureSessionsKernel.image``); default: the default image.
+    egress
+        The hosts the local pool's sessions may reach, comma-separated, e.g. ``"pypi"``
+        (``AzureSessionsKernel.egress``); default: none, as on Azure. A bad list raises
+        ``ValueError`` and nothing is installed.
     """
     if not _is_valid_kernel_name(kernel_name):
         raise ValueError(f"{kernel_name!r} is not a valid kernel name: use letters, digits, '.', '_' and '-'.")
     with tempfile.TemporaryDirectory() as tmp:
-        write_kernelspec(Path(tmp), display_name=display_name, endpoint=endpoint, image=image)
+        write_kernelspec(Path(tmp), display_name=display_name, endpoint=endpoint, image=image, egress=egress)
         return KernelSpecManager().install_kernel_spec(tmp, kernel_name, user=user, prefix=prefix)
 
 
@@ -97,10 +122,13 @@ def install_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--display-name", help='name shown in frontends (default: "Python 3 (Azure Sessions)")')
     parser.add_argument("--endpoint", help="Azure session pool management endpoint (default: $AZURE_CONTAINER_APP_SESSION_POOL_MANAGEMENT_ENDPOINT, else the local pool)")
     parser.add_argument("--image", help="session image of the local pool: a name from 'azure-sessions-kernel image list' (default: the default image)")
+    parser.add_argument("--egress", metavar="HOSTS",
+                        help="hosts the local pool's sessions may reach, comma-separated; 'pypi' lets %%pip install work "
+                             "(default: none, no network, as on Azure; on Azure the pool's own setting decides)")
     args = parser.parse_args(argv)
     try:
         path = install(user=args.user, prefix=_prefix(args), kernel_name=args.name, display_name=args.display_name,
-                       endpoint=args.endpoint, image=args.image)
+                       endpoint=args.endpoint, image=args.image, egress=args.egress)
     except PermissionError as exc:
         print(f"Cannot write {exc.filename}: install with --user or --sys-prefix instead.", file=sys.stderr)
         return 1

@@ -41,6 +41,7 @@ from ipykernel.kernelapp import IPKernelApp
 from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
 
 from .. import __version__
+from .._runtime import EgressListError, parse_egress
 from ..wire import DEFAULT_API_VERSION
 from ._identifiers import named_identifier, random_identifier
 from ._lazy import client as sessions_client
@@ -202,9 +203,45 @@ class AzureSessionsKernel(IPythonKernel):
         ),
     ).tag(config=True)
 
+    egress = Unicode(
+        help=dedent(
+            """
+            The hosts that sessions of the local pool this kernel starts or joins may reach,
+            comma-separated: host names, `HOST:PORT`, `*.DOMAIN` for its subdomains, or an alias:
+            `pypi` for the package index (so that `%pip install` works), `github`. Empty (or
+            `none`) means no network, as on Azure. Kernels share one local pool per image and
+            egress list, so a kernel never gets more or less network than it names. Set it at
+            install time with `azure-sessions-kernel install --egress pypi`. On Azure the
+            session pool's own network setting (EgressEnabled or EgressDisabled) decides: there
+            it has no effect.
+            """
+        ),
+    ).tag(config=True)
+
+    @validate("egress")
+    def _check_egress(self, proposal: Any) -> str:
+        """Normalise ``egress`` as ``serve --egress`` reads it, so the same list finds the same pool.
+
+        Traitlets calls this whenever ``egress`` is set: from the kernelspec's
+        argv or a config file while the kernel is created. A bad list stops the
+        kernel there, naming the entry, instead of at its first cell.
+        """
+        try:
+            return ",".join(parse_egress(proposal["value"]))
+        except EgressListError as exc:
+            raise TraitError(f"egress: {exc}") from None
+
     def _pool_args(self) -> list[str]:
-        """``local_pool_args`` plus ``--image`` when this kernel names one (the last one counts)."""
-        return [*self.local_pool_args, *(["--image", self.image] if self.image else [])]
+        """``local_pool_args`` plus ``--image`` and ``--egress`` when this kernel names them (the last ones count).
+
+        Called once, by ``__init__``, for the options the kernel's remote
+        session starts or looks up its local pool with.
+        """
+        return [
+            *self.local_pool_args,
+            *(["--image", self.image] if self.image else []),
+            *(["--egress", self.egress] if self.egress else []),
+        ]
 
     @property
     def banner(self) -> str:  # type: ignore[override]
