@@ -223,13 +223,15 @@ class AzureSessionsKernel(IPythonKernel):
         """Normalise ``egress`` as ``serve --egress`` reads it, so the same list finds the same pool.
 
         Traitlets calls this whenever ``egress`` is set: from the kernelspec's
-        argv or a config file while the kernel is created. A bad list stops the
-        kernel there, naming the entry, instead of at its first cell.
+        argv or a config file while the kernel is created. A bad list is kept
+        as written: refusing it here would stop the kernel before it could say
+        why (a frontend shows only "kernel died"), so the first cell fails
+        instead, with the entry named, when the pool is looked up.
         """
         try:
             return ",".join(parse_egress(proposal["value"]))
-        except EgressListError as exc:
-            raise TraitError(f"egress: {exc}") from None
+        except EgressListError:
+            return str(proposal["value"])
 
     def _pool_args(self) -> list[str]:
         """``local_pool_args`` plus ``--image`` and ``--egress`` when this kernel names them (the last ones count).

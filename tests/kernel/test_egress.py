@@ -88,3 +88,46 @@ def test_an_index_off_the_list_fails_at_once_naming_the_list(kernel) -> None:
     assert reply["content"]["evalue"] == (
         "pip cannot reach example.org: example.org is not on this pool's egress allow-list. This pool allows pypi; "
         "add the index host to the pool's --egress (pypi is the package index).")
+
+
+# --------------------------------------------------------------------------
+# The one-line way: a kernelspec whose kernels start a pool with egress
+# --------------------------------------------------------------------------
+
+
+def test_install_egress_pypi_gives_the_kernel_a_pool_with_egress(tmp_path) -> None:
+    prefix = tmp_path / "prefix"
+    subprocess.run([sys.executable, "-m", "azure_sessions_kernel", "install", "--prefix", str(prefix), "--egress", "pypi"],
+                   check=True, capture_output=True)
+    runtime = tmp_path / "runtime"
+    with environment(JUPYTER_PATH=str(prefix / "share" / "jupyter"), IPYTHONDIR=str(tmp_path / "ipython"),
+                     AZURE_SESSIONS_KERNEL_RUNTIME_DIR=str(runtime)):
+        km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(tmp_path))
+        try:
+            reply, outputs = execute(kc, f"%pip install -q {PACKAGE}\nimport {MODULE}\n{MODULE}.__name__", timeout=180)
+            assert reply["content"]["status"] == "ok", _text(outputs)
+            _, outputs = execute(kc, "%session")
+            assert re.search(r"^egress\s+pypi$", _text(outputs), re.M), _text(outputs)
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=False)
+    [pool_file] = runtime.glob("local-pool*.json")
+    assert pool_file.name != "local-pool.json"  # not the shared pool without egress
+
+
+def test_a_bad_egress_option_fails_the_first_cell_naming_the_entry(tmp_path) -> None:
+    ipython_dir = tmp_path / "ipython"
+    write_kernel_config(ipython_dir, egress="pypi,169.254.169.254")
+    prefix = tmp_path / "prefix"
+    install_kernelspec(prefix)
+    with environment(JUPYTER_PATH=str(prefix / "share" / "jupyter"), IPYTHONDIR=str(ipython_dir),
+                     AZURE_SESSIONS_KERNEL_RUNTIME_DIR=str(tmp_path / "runtime")):
+        km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(tmp_path))
+        try:
+            reply, outputs = execute(kc, "1 + 1", timeout=60)
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=False)
+    assert reply["content"]["status"] == "error"
+    assert "'169.254.169.254' is an IP address" in _text(outputs) + reply["content"]["evalue"]
+    assert not list((tmp_path / "runtime").glob("local-pool*.json"))  # no pool was started
