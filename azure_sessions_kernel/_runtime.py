@@ -15,7 +15,7 @@ import re
 import socket
 from pathlib import Path
 
-#: JSON ``{"endpoint", "token", "pid", "strict", "isolation", "image"}`` of the shared pool.
+#: JSON ``{"endpoint", "token", "pid", "strict", "isolation", "image", "egress"}`` of the shared pool.
 POOL_FILE = "local-pool.json"
 #: Directory of lease files ``<pid>-<random>``; the pool exits when none is alive.
 LEASE_DIR = "leases"
