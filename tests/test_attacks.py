@@ -1221,7 +1221,8 @@ def assert_egress_unharmed(api: Api, bystander: Bystander) -> None:
     assert api.value(bystander.ident, EGRESS_PRELUDE + "r = tunnel('pypi.org:443')") == "HTTP/1.1 200 Connection established"
 
 
-def refused(target: str, why: str) -> str:
+def refused(why: str) -> str:
+    """The status line of the proxy's refusal."""
     return f"HTTP/1.1 403 {why}"
 
 
@@ -1240,11 +1241,11 @@ def test_e1_hosts_not_on_the_list_are_refused(egress_api, egress_bystander, egre
         "r += [fetch('https://example.com/'), fetch('http://example.com/')]"
     )
     assert egress_api.value(egress_session, code) == [
-        refused("", "example.com is not on this pool's egress allow-list"),
-        refused("", "pypi.org.example.com is not on this pool's egress allow-list"),
-        refused("", "evilpypi.org is not on this pool's egress allow-list"),
-        refused("", "port 22 of pypi.org is not on this pool's egress allow-list"),
-        refused("", "port 80 of pypi.org is not on this pool's egress allow-list"),  # the alias is HTTPS only
+        refused("example.com is not on this pool's egress allow-list"),
+        refused("pypi.org.example.com is not on this pool's egress allow-list"),
+        refused("evilpypi.org is not on this pool's egress allow-list"),
+        refused("port 22 of pypi.org is not on this pool's egress allow-list"),
+        refused("port 80 of pypi.org is not on this pool's egress allow-list"),  # the alias is HTTPS only
         "Tunnel connection failed: 403 example.com is not on this pool's egress allow-list",
         "403 example.com is not on this pool's egress allow-list",
     ]
@@ -1282,7 +1283,7 @@ def test_e4_the_host_loopback_services_and_addresses_are_refused(egress_api, egr
         "HTTP/1.1 403 loopback.test resolves to 127.0.0.1, a loopback address",
         f"HTTP/1.1 403 this-host.test resolves to {host['host_addr']}, this machine",
         f"HTTP/1.1 403 this-host.test resolves to {host['host_addr']}, this machine",
-        f"HTTP/1.1 403 localhost is not on this pool's egress allow-list",
+        "HTTP/1.1 403 localhost is not on this pool's egress allow-list",
     ]
     assert_egress_unharmed(egress_api, egress_bystander)
 

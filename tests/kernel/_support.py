@@ -34,6 +34,25 @@ def write_kernel_config(ipython_dir: Path, **options: Any) -> Path:
     return path
 
 
+def first_cell(tmp_path: Path, code: str, timeout: float = 120, **options: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run ``code`` as the first cell of a fresh kernel configured with ``options``, on a local pool
+    of its own (a private runtime directory under ``tmp_path``); the kernel is shut down after."""
+    from jupyter_client.manager import start_new_kernel
+
+    ipython_dir = tmp_path / "ipython"
+    write_kernel_config(ipython_dir, **options)
+    prefix = tmp_path / "prefix"
+    install_kernelspec(prefix)
+    with environment(JUPYTER_PATH=str(prefix / "share" / "jupyter"), IPYTHONDIR=str(ipython_dir),
+                     AZURE_SESSIONS_KERNEL_RUNTIME_DIR=str(tmp_path / "runtime")):
+        km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(tmp_path))
+        try:
+            return execute(kc, code, timeout=timeout)
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=False)
+
+
 @contextlib.contextmanager
 def environment(**variables: str) -> Iterator[None]:
     """Set environment variables for this process and the kernels it starts."""

@@ -21,7 +21,7 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 from ..conftest import launch_pool
-from ._support import KERNEL_NAME, environment, execute, install_kernelspec, write_kernel_config
+from ._support import KERNEL_NAME, environment, execute, first_cell, install_kernelspec, write_kernel_config
 
 pytestmark = pytest.mark.slow
 
@@ -116,18 +116,7 @@ def test_install_egress_pypi_gives_the_kernel_a_pool_with_egress(tmp_path) -> No
 
 
 def test_a_bad_egress_option_fails_the_first_cell_naming_the_entry(tmp_path) -> None:
-    ipython_dir = tmp_path / "ipython"
-    write_kernel_config(ipython_dir, egress="pypi,169.254.169.254")
-    prefix = tmp_path / "prefix"
-    install_kernelspec(prefix)
-    with environment(JUPYTER_PATH=str(prefix / "share" / "jupyter"), IPYTHONDIR=str(ipython_dir),
-                     AZURE_SESSIONS_KERNEL_RUNTIME_DIR=str(tmp_path / "runtime")):
-        km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(tmp_path))
-        try:
-            reply, outputs = execute(kc, "1 + 1", timeout=60)
-        finally:
-            kc.stop_channels()
-            km.shutdown_kernel(now=False)
+    reply, outputs = first_cell(tmp_path, "1 + 1", egress="pypi,169.254.169.254")
     assert reply["content"]["status"] == "error"
     assert "'169.254.169.254' is an IP address" in _text(outputs) + reply["content"]["evalue"]
     assert not list((tmp_path / "runtime").glob("local-pool*.json"))  # no pool was started

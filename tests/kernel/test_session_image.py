@@ -25,7 +25,7 @@ from jupyter_client.manager import start_new_kernel
 from azure_sessions_kernel.client import acquire_local_pool_sync
 from azure_sessions_kernel.pool.image import find_image, resolve_image
 
-from ._support import KERNEL_NAME, environment, execute, install_kernelspec, write_kernel_config
+from ._support import KERNEL_NAME, environment, execute, first_cell, install_kernelspec, write_kernel_config
 from .test_notebooks import NOTEBOOKS, run_demo
 
 pytestmark = pytest.mark.slow
@@ -197,18 +197,7 @@ def test_a_custom_image_selected_by_the_kernel_option_has_its_package(custom_ima
 
 
 def test_an_unknown_image_fails_the_cell_naming_it(tmp_path) -> None:
-    ipython_dir = tmp_path / "ipython"
-    write_kernel_config(ipython_dir, image="no-such-image")
-    prefix = tmp_path / "prefix"
-    install_kernelspec(prefix)
-    with environment(JUPYTER_PATH=str(prefix / "share" / "jupyter"), IPYTHONDIR=str(ipython_dir),
-                     AZURE_SESSIONS_KERNEL_RUNTIME_DIR=str(tmp_path / "runtime")):
-        km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(tmp_path))
-        try:
-            reply, outputs = execute(kc, "1 + 1", timeout=120)
-        finally:
-            kc.stop_channels()
-            km.shutdown_kernel(now=False)
+    reply, outputs = first_cell(tmp_path, "1 + 1", image="no-such-image")
     assert reply["content"]["status"] == "error"
     assert "there is no image named 'no-such-image'" in _text(outputs) + reply["content"]["evalue"]
 
