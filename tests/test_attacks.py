@@ -1316,16 +1316,24 @@ def test_e6_the_proxy_socket_cannot_be_replaced_and_nothing_bypasses_it(egress_a
     assert_egress_unharmed(egress_api, egress_bystander)
 
 
-def test_e7_a_tunnel_flood_leaves_the_others_their_egress(egress_api, egress_bystander, egress_session):
-    # 200 idle connections (no request: each holds a proxy slot until the head timeout) and 64 open tunnels.
+def test_e7_a_connection_flood_is_capped_and_leaves_the_others_their_egress(egress_api, egress_bystander, egress_session, egress_pool):
+    # 200 idle connections (no request yet): 64 are held until their head times out, the rest are refused at once,
+    # so that no session can spend the pool's file descriptors.
     code = EGRESS_PRELUDE + (
-        "idle = [socket.create_connection(('127.0.0.1', 3128), timeout=20) for _ in range(200)]\n"
-        "r = 'held'\n"
+        "import select\n"
+        "conns = [socket.create_connection(('127.0.0.1', 3128), timeout=20) for _ in range(200)]\n"
+        "time.sleep(2)\n"
+        "ready = set(select.select(conns, [], [], 1)[0])\n"
+        "answers = [s.recv(100).split(b'\\r\\n')[0].decode() if s in ready else 'held' for s in conns]\n"
+        "r = sorted((a, answers.count(a)) for a in set(answers))\n"
     )
-    assert egress_api.value(egress_session, code) == "held"
+    assert egress_api.value(egress_session, code, timeout=120) == [
+        ["HTTP/1.1 429 too many connections through the egress proxy at once (64 per session)", 136], ["held", 64]]
+    pool_fds = len(os.listdir(f"/proc/{egress_pool[0].process.pid}/fd"))
     started = time.monotonic()
     assert_egress_unharmed(egress_api, egress_bystander)
     assert time.monotonic() - started < 15
+    assert pool_fds < 1000, pool_fds
 
 
 def test_e8_allowed_traffic_trusts_the_host_ca_and_every_connection_is_logged(egress_api, egress_bystander, egress_session, egress_pool):

@@ -262,3 +262,21 @@ def test_serve_refuses_egress_without_a_sandbox() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--egress needs the sandbox: with --insecure-no-sandbox sessions already have this machine's whole network" in done.stderr
+
+
+def test_connections_beyond_the_cap_are_refused_at_once(proxy) -> None:
+    from azure_sessions_kernel.pool.egress.proxy import MAX_TUNNELS
+
+    _, path, log_file = proxy
+    held = []
+    for _ in range(MAX_TUNNELS):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(path))
+        held.append(s)
+    time.sleep(0.2)  # let the proxy accept them all
+    s, head = ask(path, b"CONNECT localhost:1 HTTP/1.1\r\n\r\n")
+    s.close()
+    assert head.startswith(b"HTTP/1.1 429 too many connections through the egress proxy at once (64 per session)")
+    assert log_lines(log_file, 1)[0]["reason"] == "too many connections"
+    for s in held:
+        s.close()

@@ -16,6 +16,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -255,6 +256,10 @@ async def serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     egress = EgressProxy(EgressPolicy.from_text(args.egress), log_file=args.egress_log) if args.egress else None
+    # Every session connection and egress tunnel is a descriptor of ours: use what we may.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         image = find_image(resolve_image(args.image))
         launcher = build_launcher(args, image, egress)

@@ -45,7 +45,8 @@ MAX_HEAD = 16 * 1024
 HEAD_TIMEOUT = 30.0
 RESOLVE_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 10.0
-#: Open tunnels per sandbox; a session that opens more waits for one to end.
+#: Connections open at once per sandbox (waiting for their request, or tunnels); more are refused at once,
+#: so that no session can spend the pool's file descriptors (two per tunnel).
 MAX_TUNNELS = 64
 _CHUNK = 64 * 1024
 # Hop-by-hop headers of the proxy leg; never forwarded to the server.
@@ -62,9 +63,7 @@ class _Refused(Exception):
 @dataclasses.dataclass
 class _Listener:
     server: asyncio.AbstractServer
-    label: Callable[[], str]
-    tunnels: set[asyncio.Task[None]]
-    slots: asyncio.Semaphore
+    tunnels: set[asyncio.Task[None]]  # one per open connection
 
 
 class EgressProxy:
@@ -112,21 +111,25 @@ class EgressProxy:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         tunnels: set[asyncio.Task[None]] = set()
-        slots = asyncio.Semaphore(MAX_TUNNELS)
 
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if len(tunnels) >= MAX_TUNNELS:
+                await self._refuse(writer, 429, f"too many connections through the egress proxy at once ({MAX_TUNNELS} per session)")
+                self._log({"session": label(), "host": None, "port": None, "address": None, "decision": "refused",
+                           "reason": "too many connections", "bytes_out": 0, "bytes_in": 0, "seconds": 0.0})
+                writer.close()
+                return
             task = asyncio.current_task()
             assert task is not None
             tunnels.add(task)
             try:
-                async with slots:
-                    await self._serve(reader, writer, label)
+                await self._serve(reader, writer, label)
             finally:
                 tunnels.discard(task)
 
         server = await asyncio.start_unix_server(on_connect, path=str(path), limit=MAX_HEAD)
         os.chmod(path, 0o666)
-        self._listeners[str(path)] = _Listener(server, label, tunnels, slots)
+        self._listeners[str(path)] = _Listener(server, tunnels)
 
     async def _close_listener(self, path: str) -> None:
         listener = self._listeners.pop(path, None)
@@ -170,13 +173,7 @@ class EgressProxy:
                 upstream_writer.close()
         except _Refused as refusal:
             record.update(decision="refused", reason=refusal.reason)
-            body = (refusal.reason + "\n").encode()
-            # The reason goes in the status line too: pip and urllib3 print only that.
-            status = f"HTTP/1.1 {refusal.status} {_reason_phrase(refusal.reason)}\r\n".encode()
-            writer.write(status + b"Content-Type: text/plain\r\nConnection: close\r\n"
-                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
+            await self._refuse(writer, refusal.status, refusal.reason)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ValueError) as exc:
             record.update(decision="refused", reason=f"bad or incomplete request ({type(exc).__name__})")
         except (ConnectionError, asyncio.CancelledError) as exc:
@@ -188,6 +185,16 @@ class EgressProxy:
             writer.close()
             record.update(bytes_out=counts[0], bytes_in=counts[1], seconds=round(time.monotonic() - started, 3))
             self._log(record)
+
+    @staticmethod
+    async def _refuse(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
+        body = (reason + "\n").encode()
+        # The reason goes in the status line too: pip and urllib3 print only that.
+        head = f"HTTP/1.1 {status} {_reason_phrase(reason)}\r\n".encode()
+        writer.write(head + b"Content-Type: text/plain\r\nConnection: close\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
 
     @staticmethod
     def _parse_head(head: bytes) -> tuple[str, str, int, bytes | None]:
