@@ -90,6 +90,15 @@ def execute(kc: Any, code: str, timeout: float = 60, **kwargs: Any) -> tuple[dic
             return reply, outputs
 
 
+def readable_text(outputs: list[dict[str, Any]]) -> str:
+    """Everything a person would read in the outputs: streams, error values, plain-text results."""
+    parts = []
+    for msg in outputs:
+        c = msg["content"]
+        parts += [c.get("text", ""), c.get("evalue", ""), str(c.get("data", {}).get("text/plain", ""))]
+    return "\n".join(p for p in parts if p)
+
+
 def kinds(outputs: list[dict[str, Any]]) -> list[str]:
     """Message types, with consecutive stream messages of one stream counted once."""
     out: list[str] = []

@@ -21,21 +21,13 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 from ..conftest import launch_pool
-from ._support import KERNEL_NAME, environment, execute, first_cell, install_kernelspec, write_kernel_config
+from ._support import KERNEL_NAME, environment, execute, first_cell, install_kernelspec, readable_text, write_kernel_config
 
 pytestmark = pytest.mark.slow
 
 #: Small, pure Python, not in the default image.
 PACKAGE, MODULE = "pyjokes==0.8.3", "pyjokes"
 PACKAGE_2, MODULE_2 = "tomli-w==1.2.0", "tomli_w"
-
-
-def _text(outputs: list[dict[str, Any]]) -> str:
-    parts = []
-    for msg in outputs:
-        c = msg["content"]
-        parts += [c.get("text", ""), c.get("evalue", ""), str(c.get("data", {}).get("text/plain", ""))]
-    return "\n".join(p for p in parts if p)
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +53,16 @@ def kernel(request: pytest.FixtureRequest, jupyter_path: Path, tmp_path_factory:
 
 def test_pip_installs_from_the_index_through_the_proxy_and_imports_at_once(kernel) -> None:
     reply, outputs = execute(kernel, f"%pip install {PACKAGE}\nimport {MODULE}\nisinstance({MODULE}.get_joke(), str)", timeout=180)
-    assert reply["content"]["status"] == "ok", _text(outputs)
-    assert "Successfully installed pyjokes-0.8.3" in _text(outputs) and _text(outputs).rstrip().endswith("True")
+    assert reply["content"]["status"] == "ok", readable_text(outputs)
+    assert "Successfully installed pyjokes-0.8.3" in readable_text(outputs) and readable_text(outputs).rstrip().endswith("True")
     reply, outputs = execute(kernel, f"!pip install -q {PACKAGE_2}\nimport {MODULE_2}\n{MODULE_2}.dumps({{'a': 1}})", timeout=180)
-    assert reply["content"]["status"] == "ok", _text(outputs)
-    assert "a = 1" in _text(outputs)
+    assert reply["content"]["status"] == "ok", readable_text(outputs)
+    assert "a = 1" in readable_text(outputs)
 
 
 def test_http_clients_reach_listed_hosts_with_the_host_ca_and_nothing_else(kernel) -> None:
     reply, outputs = execute(kernel, "import requests\nrequests.get('https://pypi.org/simple/pyjokes/', timeout=30).status_code", timeout=60)
-    assert reply["content"]["status"] == "ok" and _text(outputs).strip().endswith("200"), _text(outputs)
+    assert reply["content"]["status"] == "ok" and readable_text(outputs).strip().endswith("200"), readable_text(outputs)
     reply, outputs = execute(kernel, "requests.get('https://example.com/', timeout=30)", timeout=60)
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "ProxyError"
     assert "example.com is not on this pool's egress allow-list" in reply["content"]["evalue"]
@@ -84,7 +76,7 @@ def test_an_index_off_the_list_fails_at_once_naming_the_list(kernel) -> None:
         took = time.monotonic() - started
     finally:
         execute(kernel, "del os.environ['PIP_INDEX_URL']")
-    assert reply["content"]["status"] == "error" and took < 5, (took, _text(outputs))
+    assert reply["content"]["status"] == "error" and took < 5, (took, readable_text(outputs))
     assert reply["content"]["evalue"] == (
         "pip cannot reach example.org: example.org is not on this pool's egress allow-list. This pool allows pypi; "
         "add the index host to the pool's --egress (pypi is the package index).")
@@ -105,9 +97,9 @@ def test_install_egress_pypi_gives_the_kernel_a_pool_with_egress(tmp_path) -> No
         km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(tmp_path))
         try:
             reply, outputs = execute(kc, f"%pip install -q {PACKAGE}\nimport {MODULE}\n{MODULE}.__name__", timeout=180)
-            assert reply["content"]["status"] == "ok", _text(outputs)
+            assert reply["content"]["status"] == "ok", readable_text(outputs)
             _, outputs = execute(kc, "%session")
-            assert re.search(r"^egress\s+pypi$", _text(outputs), re.M), _text(outputs)
+            assert re.search(r"^egress\s+pypi$", readable_text(outputs), re.M), readable_text(outputs)
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=False)
@@ -118,5 +110,5 @@ def test_install_egress_pypi_gives_the_kernel_a_pool_with_egress(tmp_path) -> No
 def test_a_bad_egress_option_fails_the_first_cell_naming_the_entry(tmp_path) -> None:
     reply, outputs = first_cell(tmp_path, "1 + 1", egress="pypi,169.254.169.254")
     assert reply["content"]["status"] == "error"
-    assert "'169.254.169.254' is an IP address" in _text(outputs) + reply["content"]["evalue"]
+    assert "'169.254.169.254' is an IP address" in readable_text(outputs) + reply["content"]["evalue"]
     assert not list((tmp_path / "runtime").glob("local-pool*.json"))  # no pool was started

@@ -25,22 +25,13 @@ from jupyter_client.manager import start_new_kernel
 from azure_sessions_kernel.client import acquire_local_pool_sync
 from azure_sessions_kernel.pool.image import find_image, resolve_image
 
-from ._support import KERNEL_NAME, environment, execute, first_cell, install_kernelspec, write_kernel_config
+from ._support import KERNEL_NAME, environment, execute, first_cell, install_kernelspec, readable_text, write_kernel_config
 from .test_notebooks import NOTEBOOKS, run_demo
 
 pytestmark = pytest.mark.slow
 
 FOUNDRY_FILE_TYPES = ["csv", "json", "xml", "html", "md", "txt", "code", "docx", "pptx", "xlsx", "pdf", "png", "jpeg", "gif", "zip", "tar"]
 NO_EGRESS = "pip cannot reach the package index from this session (it has no network access): use a session image"
-
-
-def _text(outputs: list[dict[str, Any]]) -> str:
-    """Everything a person would read in the outputs: streams, error values, plain-text results."""
-    parts = []
-    for msg in outputs:
-        c = msg["content"]
-        parts += [c.get("text", ""), c.get("evalue", ""), str(c.get("data", {}).get("text/plain", ""))]
-    return "\n".join(p for p in parts if p)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +111,7 @@ def test_pip_without_egress_fails_at_once_naming_the_ways_out(kernel, command) -
     assert reply["content"]["status"] == "error"
     assert reply["content"]["ename"] == "PipError" and reply["content"]["evalue"].startswith(NO_EGRESS)
     assert "a pool with egress" in reply["content"]["evalue"] and "%upload" in reply["content"]["evalue"]
-    assert "not reached" not in _text(outputs)
+    assert "not reached" not in readable_text(outputs)
     assert elapsed < 5, f"took {elapsed:.1f} s"
 
 
@@ -128,13 +119,13 @@ def test_an_uploaded_wheel_installs_offline_and_imports_at_once(kernel) -> None:
     name = f"askwheel_{secrets.token_hex(4)}"
     wheel = _wheel(kernel.workdir, name)
     reply, outputs = execute(kernel, f"%upload {wheel}")
-    assert reply["content"]["status"] == "ok", _text(outputs)
+    assert reply["content"]["status"] == "ok", readable_text(outputs)
     reply, outputs = execute(kernel, f"%pip install /mnt/data/{wheel.name}\nimport {name}\n{name}.ANSWER", timeout=60)
-    assert reply["content"]["status"] == "ok", _text(outputs)
-    assert "Installed into " in _text(outputs) and "42" in _text(outputs)
+    assert reply["content"]["status"] == "ok", readable_text(outputs)
+    assert "Installed into " in readable_text(outputs) and "42" in readable_text(outputs)
     # Installed for this session only, outside the read-only image; pip list sees it.
     reply, outputs = execute(kernel, f"import {name}, sys\nprint({name}.__file__.startswith(sys.prefix))\n!pip list")
-    assert reply["content"]["status"] == "ok" and "False" in _text(outputs) and name.replace("_", "-") in _text(outputs).replace("_", "-")
+    assert reply["content"]["status"] == "ok" and "False" in readable_text(outputs) and name.replace("_", "-") in readable_text(outputs).replace("_", "-")
 
 
 def test_pip_refuses_to_uninstall_image_packages(kernel) -> None:
@@ -160,7 +151,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def custom_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     name = f"t-{secrets.token_hex(4)}"
     requirements = tmp_path_factory.mktemp("image") / "requirements.txt"
-    requirements.write_text(EXTRA)
+    requirements.writereadable_text(EXTRA)
     built = _cli("build", "--requirements", str(requirements), "--name", name)
     assert built.returncode == 0, built.stderr
     yield name
@@ -180,12 +171,12 @@ def test_a_custom_image_selected_by_the_kernel_option_has_its_package(custom_ima
         km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=90, cwd=str(tmp_path))
         try:
             reply, outputs = execute(kc, "import tomli_w\ntomli_w.dumps({'a': 1})", timeout=120)
-            assert reply["content"]["status"] == "ok", _text(outputs)
-            assert "a = 1" in _text(outputs)
+            assert reply["content"]["status"] == "ok", readable_text(outputs)
+            assert "a = 1" in readable_text(outputs)
             _, outputs = execute(kc, "%session")
-            assert re.search(rf"^image\s+{custom_image} \(\d+ packages", _text(outputs), re.M), _text(outputs)
+            assert re.search(rf"^image\s+{custom_image} \(\d+ packages", readable_text(outputs), re.M), readable_text(outputs)
             _, outputs = execute(kc, "%session packages")
-            assert re.search(r"^tomli_w==\d", _text(outputs).replace("tomli-w", "tomli_w"), re.M)
+            assert re.search(r"^tomli_w==\d", readable_text(outputs).replace("tomli-w", "tomli_w"), re.M)
             pools = sorted((tmp_path / "runtime").glob("local-pool*.json"))
             assert len(pools) == 2, "the kernel started a pool of its image instead of joining the default one"
         finally:
@@ -199,7 +190,7 @@ def test_a_custom_image_selected_by_the_kernel_option_has_its_package(custom_ima
 def test_an_unknown_image_fails_the_cell_naming_it(tmp_path) -> None:
     reply, outputs = first_cell(tmp_path, "1 + 1", image="no-such-image")
     assert reply["content"]["status"] == "error"
-    assert "there is no image named 'no-such-image'" in _text(outputs) + reply["content"]["evalue"]
+    assert "there is no image named 'no-such-image'" in readable_text(outputs) + reply["content"]["evalue"]
 
 
 def test_bad_builds_say_why_and_leave_images_intact(custom_image, tmp_path) -> None:
@@ -207,12 +198,12 @@ def test_bad_builds_say_why_and_leave_images_intact(custom_image, tmp_path) -> N
     missing = _cli("build", "--requirements", str(tmp_path / "nope.txt"), "--name", custom_image)
     assert missing.returncode == 1 and "cannot read the requirements file" in missing.stderr
     unresolvable = tmp_path / "bad.txt"
-    unresolvable.write_text(f"no-such-package-{secrets.token_hex(6)}==1.0\n")
+    unresolvable.writereadable_text(f"no-such-package-{secrets.token_hex(6)}==1.0\n")
     failed = _cli("build", "--requirements", str(unresolvable), "--name", custom_image)
     assert failed.returncode == 1 and f"the requirements in {unresolvable} do not resolve together with the default set" in failed.stderr
     assert "no-such-package" in failed.stderr
     conflict = tmp_path / "conflict.txt"
-    conflict.write_text("numpy<1.20\n")  # against the lock's numpy
+    conflict.writereadable_text("numpy<1.20\n")  # against the lock's numpy
     failed = _cli("build", "--requirements", str(conflict), "--name", custom_image)
     assert failed.returncode == 1 and "do not resolve" in failed.stderr and "numpy" in failed.stderr
     assert (resolve_image(custom_image) / "image.json").read_bytes() == before
@@ -222,7 +213,7 @@ def test_bad_builds_say_why_and_leave_images_intact(custom_image, tmp_path) -> N
     unknown = _cli("remove", "no-such-image")
     assert unknown.returncode == 1 and "there is no image named 'no-such-image'" in unknown.stderr
     same = tmp_path / "same.txt"
-    same.write_text(EXTRA)
+    same.writereadable_text(EXTRA)
     rebuilt = _cli("build", "--requirements", str(same), "--name", custom_image)
     assert rebuilt.returncode == 0 and "is up to date" in rebuilt.stderr  # nothing changed: nothing built
     assert (resolve_image(custom_image) / "image.json").read_bytes() == before
