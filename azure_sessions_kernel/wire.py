@@ -78,6 +78,7 @@ __all__ = [
     "FRONTEND_COMM_TYPES",
     "Identifier",
     "ImageResult",
+    "input_fits",
     "InputBody",
     "IntrospectBody",
     "JupyterCell",
@@ -90,6 +91,7 @@ __all__ = [
     "LegacyFileList",
     "LegacyFileProperties",
     "ListFilesQuery",
+    "MAX_EVENTS_WAIT",
     "MAX_EXECUTION_TIMEOUT",
     "MAX_INPUT_BYTES",
     "MAX_UPLOAD_BYTES",
@@ -98,10 +100,12 @@ __all__ = [
     "parse_cell_reply",
     "parse_comm_message",
     "parse_error",
+    "parse_events_body",
     "parse_execute_request",
     "parse_execution",
     "parse_file",
     "parse_file_list",
+    "parse_input_body",
     "parse_jupyter_cell",
     "parse_metadata",
     "parse_session",
@@ -1309,6 +1313,34 @@ def parse_metadata(body: Any) -> PoolMetadata:
 STREAM_KEEPALIVE = 10.0
 #: Largest ``input()`` answer the input extension takes.
 MAX_INPUT_BYTES = 1 << 20
+#: Longest a ``.local/events`` call may wait for an event, in seconds.
+MAX_EVENTS_WAIT = 10
+
+
+def input_fits(value: str) -> bool:
+    """Whether an ``input()`` answer is within :data:`MAX_INPUT_BYTES` (checked by the client before sending, and by the pool)."""
+    return len(value.encode("utf-8", "surrogatepass")) <= MAX_INPUT_BYTES
+
+
+def parse_input_body(body: Any) -> str:
+    """A ``.local/executions/input`` body's answer, checked (400 ``SessionRequestValidationFailed`` otherwise)."""
+    value = body.get("value") if isinstance(body, Mapping) else None
+    if not isinstance(value, str) or not input_fits(value):
+        raise ContractError(
+            f"The body must be a JSON object with a string 'value' of at most {MAX_INPUT_BYTES} bytes.",
+            code="SessionRequestValidationFailed",
+        )
+    return value
+
+
+def parse_events_body(body: Any) -> tuple[int, float]:
+    """A ``.local/events`` body as ``(after, wait)``, checked (400 ``SessionRequestValidationFailed`` otherwise)."""
+    after, wait = (body.get("after", 0), body.get("wait", 0)) if isinstance(body, Mapping) else (None, None)
+    if (isinstance(after, bool) or not isinstance(after, int) or after < 0
+            or isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_EVENTS_WAIT):
+        raise ContractError(f'The body must be {{"after": <event number >= 0>, "wait": <0 to {MAX_EVENTS_WAIT} seconds>}}.',
+                            code="SessionRequestValidationFailed")
+    return after, float(wait)
 
 #: The iopub message types the stream extension forwards.
 STREAM_MSG_TYPES = frozenset({"stream", "display_data", "update_display_data", "clear_output", "execute_result", "error"})
@@ -1405,7 +1437,7 @@ class EventsBody(TypedDict):
     """``POST .local/events``."""
 
     after: NotRequired[Annotated[int, Doc(minimum=0, description="The last event the caller has; those up to it are dropped.")]]
-    wait: NotRequired[Annotated[float, Doc(minimum=0, maximum=10, description="Seconds to wait for an event when there is none.")]]
+    wait: NotRequired[Annotated[float, Doc(minimum=0, maximum=MAX_EVENTS_WAIT, description="Seconds to wait for an event when there is none.")]]
 
 
 class EventsAnswer(TypedDict):

@@ -601,7 +601,7 @@ class ClientBase(abc.ABC):
     def _op_send_input(self, identifier: str, value: str) -> Operation[None]:
         if not isinstance(value, str):
             raise ConfigurationError(f"an input answer must be a str, got {type(value).__name__}.")
-        if len(value.encode("utf-8", "surrogatepass")) > wire.MAX_INPUT_BYTES:
+        if not wire.input_fits(value):
             raise ConfigurationError(f"an input answer may hold at most {wire.MAX_INPUT_BYTES} bytes.")
         call = Call("POST", wire.Routes.EXT_INPUT, self._identifier(identifier), json={"value": value}, replay=Replay.CONNECT_ONLY, extension=True)
         yield from self._exchange(call)
@@ -616,8 +616,8 @@ class ClientBase(abc.ABC):
         return [_checked_event(e, call) for e in body["outputs"]], body["reply"]
 
     def _op_events(self, identifier: str, after: int, wait: float) -> Operation[tuple[list[dict[str, Any]], int]]:
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0 or not 0 <= wait <= 10:
-            raise ConfigurationError("after must be an event number >= 0 and wait 0 to 10 seconds.")
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0 or not 0 <= wait <= wire.MAX_EVENTS_WAIT:
+            raise ConfigurationError(f"after must be an event number >= 0 and wait 0 to {wire.MAX_EVENTS_WAIT} seconds.")
         call = Call("POST", wire.Routes.EXT_EVENTS, self._identifier(identifier), json={"after": after, "wait": wait}, extension=True,
                     timeout=self._timeouts.http(read=self._timeouts.read + wait))
         body = self._json((yield from self._exchange(call)), call)

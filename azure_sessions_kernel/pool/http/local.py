@@ -115,13 +115,7 @@ async def interrupt_execution(request: Request) -> Response:
 )
 async def input_reply(request: Request) -> Response:
     version = version_of(request)
-    body = await json_body(request)
-    value = body.get("value") if isinstance(body, dict) else None
-    if not isinstance(value, str) or len(value.encode("utf-8", "surrogatepass")) > wire.MAX_INPUT_BYTES:
-        raise wire.ContractError(
-            f"The body must be a JSON object with a string 'value' of at most {wire.MAX_INPUT_BYTES} bytes.",
-            code="SessionRequestValidationFailed",
-        )
+    value = wire.parse_input_body(await json_body(request))
     await manager_of(request).send_input(existing_session(request, version), value)
     return Response(status_code=204)
 
@@ -149,12 +143,9 @@ async def comm_message(request: Request) -> Response:
 )
 async def session_events(request: Request) -> Response:
     version = version_of(request)
-    body = await json_body(request)
-    after, wait = (body.get("after", 0), body.get("wait", 0)) if isinstance(body, dict) else (None, None)
-    if isinstance(after, bool) or not isinstance(after, int) or after < 0 or isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 10:
-        raise wire.ContractError('The body must be {"after": <event number >= 0>, "wait": <0 to 10 seconds>}.', code="SessionRequestValidationFailed")
+    after, wait = wire.parse_events_body(await json_body(request))
     session = existing_session(request, version)
-    listed, last = await manager_of(request).events(session, after, float(wait))
+    listed, last = await manager_of(request).events(session, after, wait)
     return JSONResponse({"events": listed, "next": last})
 
 
