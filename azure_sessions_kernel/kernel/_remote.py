@@ -44,7 +44,7 @@ from ._lazy import client as sessions_client
 if TYPE_CHECKING:
     from ..client import AsyncSessionsClient, SessionsClient
 from . import _calls
-from ._channel import CALL_TIMEOUT, INTERRUPT_GRACE, Channel, ChannelInterrupted
+from ._channel import CALL_TIMEOUT, INTERRUPT_GRACE, Channel, ChannelInterrupted, Publish
 
 #: ``emit(msg_type, content, cell_id=None)``: publish one output; ``cell_id``
 #: names an earlier cell when a thread of that cell printed after it ended.
@@ -624,6 +624,16 @@ class RemoteSession:
         elif msg_type == "comm_close":
             self._comm_ids.discard(comm_id)  # type: ignore[arg-type]
 
+    def _tracking(self, emit: Emit, default_owner: str | None) -> Publish:
+        """A channel ``publish`` for outputs outside a cell: note the comms opened and closed, then
+        emit each output under its own owner, else ``default_owner`` (a comm message's, or none)."""
+
+        def publish(kind: str, body: dict[str, Any], owner: str | None, extra: dict[str, Any]) -> None:
+            self._track_comms(kind, body)
+            emit(kind, body, owner or default_owner, **extra)
+
+        return publish
+
     @property
     def comms_open(self) -> bool:
         """The session has comms (widgets) open: what it publishes between cells matters."""
@@ -646,11 +656,7 @@ class RemoteSession:
                 "re-run the cell that created it."
             )
         await self.ensure_ready()
-
-        def publish(kind: str, body: dict[str, Any], owner: str | None, extra: dict[str, Any]) -> None:
-            self._track_comms(kind, body)
-            emit(kind, body, owner or msg_id, **extra)
-
+        publish = self._tracking(emit, msg_id)
         if msg_type == "comm_open" and isinstance(comm_id, str):
             self._comm_ids.add(comm_id)
         async with self._channel_lock:
@@ -671,11 +677,7 @@ class RemoteSession:
         """
         if self.backend is None or self._prepared_session != self.identifier:
             return
-
-        def publish(kind: str, body: dict[str, Any], owner: str | None, extra: dict[str, Any]) -> None:
-            self._track_comms(kind, body)
-            emit(kind, body, owner, **extra)
-
+        publish = self._tracking(emit, None)
         async with self._channel_lock:
             if self.native:
                 await self._events_native(publish)
