@@ -41,7 +41,7 @@ class EgressListError(ValueError):
     """An egress allow-list entry that is not a host name (the message names the entry and why)."""
 
 
-def _looks_like_address(host: str) -> bool:
+def looks_like_address(host: str) -> bool:
     """IPv4/IPv6 literals, and what resolvers also read as one (``2130706433``, ``0x7f.1``, ``127.1``)."""
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -70,7 +70,7 @@ def parse_egress_entry(entry: str) -> tuple[str, int | None]:
             raise EgressListError(f"{entry!r}: the port must be a number from 1 to 65535")
         port = int(port_text)
     host = host.rstrip(".")
-    if _looks_like_address(host) or ":" in host:
+    if looks_like_address(host) or ":" in host:
         raise EgressListError(f"{entry!r} is an IP address; egress is allowed by host name only (the proxy refuses addresses)")
     name = host[2:] if host.startswith("*.") else host
     if not name or len(name) > 253 or not all(_HOST_LABEL.match(label) for label in name.split(".")):

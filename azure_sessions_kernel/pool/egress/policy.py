@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..._runtime import EGRESS_ALIASES, _looks_like_address, parse_egress, parse_egress_entry
+from ..._runtime import EGRESS_ALIASES, looks_like_address, parse_egress, parse_egress_entry
 
 __all__ = ["EgressPolicy", "host_addresses"]
 
@@ -77,7 +77,7 @@ class EgressPolicy:
 
     def refuse_name(self, host: str, port: int) -> str | None:
         """Why a connection to ``host:port`` is refused before resolving it, or ``None``."""
-        if _looks_like_address(host) or ":" in host:
+        if looks_like_address(host) or ":" in host:
             return f"{host} is an IP address; the egress proxy connects to allowed host names only"
         name = host.lower().rstrip(".")
         if not any(rule.matches(name, port) for rule in self.rules):
