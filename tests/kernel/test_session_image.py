@@ -151,7 +151,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def custom_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     name = f"t-{secrets.token_hex(4)}"
     requirements = tmp_path_factory.mktemp("image") / "requirements.txt"
-    requirements.writereadable_text(EXTRA)
+    requirements.write_text(EXTRA)
     built = _cli("build", "--requirements", str(requirements), "--name", name)
     assert built.returncode == 0, built.stderr
     yield name
@@ -198,12 +198,12 @@ def test_bad_builds_say_why_and_leave_images_intact(custom_image, tmp_path) -> N
     missing = _cli("build", "--requirements", str(tmp_path / "nope.txt"), "--name", custom_image)
     assert missing.returncode == 1 and "cannot read the requirements file" in missing.stderr
     unresolvable = tmp_path / "bad.txt"
-    unresolvable.writereadable_text(f"no-such-package-{secrets.token_hex(6)}==1.0\n")
+    unresolvable.write_text(f"no-such-package-{secrets.token_hex(6)}==1.0\n")
     failed = _cli("build", "--requirements", str(unresolvable), "--name", custom_image)
     assert failed.returncode == 1 and f"the requirements in {unresolvable} do not resolve together with the default set" in failed.stderr
     assert "no-such-package" in failed.stderr
     conflict = tmp_path / "conflict.txt"
-    conflict.writereadable_text("numpy<1.20\n")  # against the lock's numpy
+    conflict.write_text("numpy<1.20\n")  # against the lock's numpy
     failed = _cli("build", "--requirements", str(conflict), "--name", custom_image)
     assert failed.returncode == 1 and "do not resolve" in failed.stderr and "numpy" in failed.stderr
     assert (resolve_image(custom_image) / "image.json").read_bytes() == before
@@ -213,7 +213,7 @@ def test_bad_builds_say_why_and_leave_images_intact(custom_image, tmp_path) -> N
     unknown = _cli("remove", "no-such-image")
     assert unknown.returncode == 1 and "there is no image named 'no-such-image'" in unknown.stderr
     same = tmp_path / "same.txt"
-    same.writereadable_text(EXTRA)
+    same.write_text(EXTRA)
     rebuilt = _cli("build", "--requirements", str(same), "--name", custom_image)
     assert rebuilt.returncode == 0 and "is up to date" in rebuilt.stderr  # nothing changed: nothing built
     assert (resolve_image(custom_image) / "image.json").read_bytes() == before
