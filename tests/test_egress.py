@@ -280,3 +280,113 @@ def test_connections_beyond_the_cap_are_refused_at_once(proxy) -> None:
     assert log_lines(log_file, 1)[0]["reason"] == "too many connections"
     for s in held:
         s.close()
+
+
+# --------------------------------------------------------------------------
+# The relay inside the session (127.0.0.1:3128 to the proxy's socket)
+# --------------------------------------------------------------------------
+
+
+def _load_runner():
+    """The runner is a standalone script (it runs inside the sandbox), so load it by path."""
+    import importlib.util
+
+    from azure_sessions_kernel.pool.sandbox.bwrap import RUNNER_SOURCE
+
+    spec = importlib.util.spec_from_file_location("session_kernel_runner_for_egress", RUNNER_SOURCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def relay(tmp_path) -> Iterator[tuple[object, Path, int]]:
+    """The session's relay on an ephemeral loopback port, to a proxy socket path the test provides."""
+    import asyncio
+
+    runner = _load_runner()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(runner.EGRESS_RELAY_BACKLOG)
+    path = tmp_path / "proxy.sock"
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        relaying = asyncio.ensure_future(runner._relay_egress(listener, str(path)))
+        await stop.wait()
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            task.cancel()
+        await asyncio.gather(relaying, return_exceptions=True)
+        await asyncio.sleep(0.05)  # let the connections' tasks see their cancellation
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
+    thread.start()
+    yield runner, path, listener.getsockname()[1]
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(5)
+    loop.close()
+    listener.close()
+
+
+def first_line(port: int, timeout: float = 30) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"CONNECT pypi.org:443 HTTP/1.1\r\n\r\n")
+        data = b""
+        while b"\r\n" not in data and (chunk := s.recv(4096)):
+            data += chunk
+        return data.split(b"\r\n")[0].decode()
+
+
+def test_a_burst_waits_for_room_in_the_proxy_queue_instead_of_being_dropped(relay) -> None:
+    # A proxy whose loop is busy: its queue holds 2 and it accepts nothing for a second. Connecting to a full Unix
+    # queue fails at once (EAGAIN), and the relay used to close such a connection without a word.
+    _, path, port = relay
+    proxy = socket.socket(socket.AF_UNIX)
+    proxy.bind(str(path))
+    proxy.listen(1)
+
+    def serve_late() -> None:
+        time.sleep(1)
+        while True:
+            try:
+                conn, _ = proxy.accept()
+            except OSError:
+                return
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 429 too many\r\n\r\n")
+            conn.close()
+
+    threading.Thread(target=serve_late, daemon=True).start()
+    answers: list[str] = []
+    clients = [threading.Thread(target=lambda: answers.append(first_line(port))) for _ in range(30)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(60)
+    proxy.close()
+    assert answers == ["HTTP/1.1 429 too many"] * 30
+
+
+def test_a_proxy_that_is_gone_or_full_is_named_in_the_status_line(relay, monkeypatch) -> None:
+    runner, path, port = relay
+    assert first_line(port) == "HTTP/1.1 503 the pool's egress proxy is not answering (No such file or directory)"
+    proxy = socket.socket(socket.AF_UNIX)
+    proxy.bind(str(path))
+    proxy.listen(0)  # never accepts: one connection fills the queue
+    monkeypatch.setattr(runner, "EGRESS_CONNECT_PATIENCE", 0.5)
+    fillers = []
+    try:
+        while True:  # fill the queue until a connect would block
+            s = socket.socket(socket.AF_UNIX)
+            s.setblocking(False)
+            s.connect(str(path))
+            fillers.append(s)
+    except BlockingIOError:
+        s.close()
+    started = time.monotonic()
+    assert first_line(port) == "HTTP/1.1 503 the pool's egress proxy is busy: no room in its queue for 0.5 s"
+    assert time.monotonic() - started < 5
+    for s in fillers:
+        s.close()
+    proxy.close()

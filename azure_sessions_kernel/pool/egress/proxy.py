@@ -48,6 +48,8 @@ CONNECT_TIMEOUT = 10.0
 #: Connections open at once per sandbox (waiting for their request, or tunnels); more are refused at once,
 #: so that no session can spend the pool's file descriptors (two per tunnel).
 MAX_TUNNELS = 64
+#: Connections a session's socket queues before the proxy's loop accepts them.
+LISTEN_BACKLOG = 256
 _CHUNK = 64 * 1024
 # Hop-by-hop headers of the proxy leg; never forwarded to the server.
 _PROXY_HEADERS = (b"proxy-authorization", b"proxy-connection", b"proxy-authenticate")
@@ -127,7 +129,9 @@ class EgressProxy:
             finally:
                 tunnels.discard(task)
 
-        server = await asyncio.start_unix_server(on_connect, path=str(path), limit=MAX_HEAD)
+        # A deep queue, so that a burst (pip opens several connections at once) waits for the loop instead of being
+        # refused by the kernel; the session's relay retries what still does not fit.
+        server = await asyncio.start_unix_server(on_connect, path=str(path), limit=MAX_HEAD, backlog=LISTEN_BACKLOG)
         os.chmod(path, 0o666)
         self._listeners[str(path)] = _Listener(server, tunnels)
 

@@ -59,6 +59,7 @@ ipykernel with the differences a remote code-interpreter session needs:
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.metadata
 import json
@@ -527,7 +528,7 @@ def _start_egress_relay() -> None:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(EGRESS_RELAY_ADDRESS)
-    listener.listen(64)
+    listener.listen(EGRESS_RELAY_BACKLOG)
     if os.fork() != 0:
         listener.close()
         return
@@ -535,33 +536,81 @@ def _start_egress_relay() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the kernel
         import asyncio
 
-        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-                if writer.can_write_eof():
-                    writer.write_eof()
-            except OSError:
-                writer.close()
-
-        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                proxy_reader, proxy_writer = await asyncio.open_unix_connection(path)
-            except OSError:
-                writer.close()
-                return
-            await asyncio.gather(pump(reader, proxy_writer), pump(proxy_reader, writer))
-            proxy_writer.close()
-            writer.close()
-
-        async def serve() -> None:
-            server = await asyncio.start_server(relay, sock=listener)
-            await server.serve_forever()
-
-        asyncio.run(serve())
+        asyncio.run(_relay_egress(listener, path))
     finally:
         os._exit(0)
+
+
+#: A burst of connections (pip opens several at once) waits in the kernel's queue instead of being dropped.
+EGRESS_RELAY_BACKLOG = 512
+#: How long a connection waits for room in the proxy's queue before the session is told it is busy.
+EGRESS_CONNECT_PATIENCE = 10.0
+
+
+async def _relay_egress(listener: socket.socket, path: str) -> None:
+    """Serve ``listener`` forever, relaying each connection to the pool's proxy at Unix socket ``path``.
+
+    Run by the process :func:`_start_egress_relay` forks (and by the tests, on
+    their own listener). A connection the proxy cannot take is answered with
+    an HTTP status line saying why, never closed silently: pip and requests
+    print that line, where an empty answer reads as a broken network.
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        deadline, delay = loop.time() + EGRESS_CONNECT_PATIENCE, 0.005
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                # A Unix socket's connect either completes at once or fails with EAGAIN when the proxy's
+                # queue is full; then nothing is queued and only trying again gets in.
+                sock.connect(path)
+            except BlockingIOError:
+                sock.close()
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
+                continue
+            except OSError:
+                sock.close()
+                raise
+            return await asyncio.open_unix_connection(sock=sock)
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+        except OSError:
+            writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            proxy_reader, proxy_writer = await connect()
+        except OSError as exc:
+            if isinstance(exc, BlockingIOError):
+                why = f"the pool's egress proxy is busy: no room in its queue for {EGRESS_CONNECT_PATIENCE:g} s"
+            else:
+                why = f"the pool's egress proxy is not answering ({os.strerror(exc.errno) if exc.errno else exc})"
+            body = (why + "\n").encode()
+            writer.write(f"HTTP/1.1 503 {why}\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            with contextlib.suppress(OSError):
+                await writer.drain()
+            writer.close()
+            return
+        await asyncio.gather(pump(reader, proxy_writer), pump(proxy_reader, writer))
+        proxy_writer.close()
+        writer.close()
+
+    server = await asyncio.start_server(relay, sock=listener)
+    await server.serve_forever()
 
 
 def _prepare_process() -> None:
