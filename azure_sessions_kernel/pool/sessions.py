@@ -662,8 +662,16 @@ class SessionManager:
             if interrupted_at is None and now >= deadline:
                 await self.interrupt(s)
                 interrupted_at = now
-            if interrupted_at is not None and now >= interrupted_at + self.config.interrupt_grace:
-                # User code ignored SIGINT: the only way out is to end the session.
+            if reply is None and interrupted_at is not None and now >= interrupted_at + self.config.interrupt_grace:
+                # A flood may keep this loop on iopub while the reply already waits on shell: look there first.
+                with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
+                    while reply is None:
+                        r = await kc.get_shell_msg(timeout=0)
+                        if r.get("parent_header", {}).get("msg_id") == msg_id:
+                            reply, reply_at = r["content"], time.monotonic()
+            if reply is None and interrupted_at is not None and now >= interrupted_at + self.config.interrupt_grace:
+                # User code ignored SIGINT: the only way out is to end the session. (With the reply in, the
+                # kernel did stop; what is left is its iopub backlog, bounded by IDLE_AFTER_REPLY above.)
                 await self.delete(s.identifier)
                 return collected, None, ("Timeout", f"The execution exceeded its timeout of {limit:g} s and did not stop when interrupted; the session was ended and its state lost.")
             wait = min(0.2, max(0.01, (interrupted_at or deadline) - now + 0.01))
