@@ -662,18 +662,6 @@ class SessionManager:
             if interrupted_at is None and now >= deadline:
                 await self.interrupt(s)
                 interrupted_at = now
-            if reply is None and interrupted_at is not None and now >= interrupted_at + self.config.interrupt_grace:
-                # A flood may keep this loop on iopub while the reply already waits on shell: look there first.
-                with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
-                    while reply is None:
-                        r = await kc.get_shell_msg(timeout=0)
-                        if r.get("parent_header", {}).get("msg_id") == msg_id:
-                            reply, reply_at = r["content"], time.monotonic()
-            if reply is None and interrupted_at is not None and now >= interrupted_at + self.config.interrupt_grace:
-                # User code ignored SIGINT: the only way out is to end the session. (With the reply in, the
-                # kernel did stop; what is left is its iopub backlog, bounded by IDLE_AFTER_REPLY above.)
-                await self.delete(s.identifier)
-                return collected, None, ("Timeout", f"The execution exceeded its timeout of {limit:g} s and did not stop when interrupted; the session was ended and its state lost.")
             wait = min(0.2, max(0.01, (interrupted_at or deadline) - now + 0.01))
             if as_cell.allow_stdin and on_event is not None:
                 wait = min(wait, 0.05)  # an input_request must not wait behind a quiet iopub
@@ -712,12 +700,19 @@ class SessionManager:
                         if asyncio.iscoroutine(r):
                             await r
             if reply is None:
-                # Once idle, the reply is all that is left: block on it instead of iopub.
+                # Once idle, the reply is all that is left: block on it instead of iopub. Read what is queued: a
+                # late reply to an earlier request (a completion that timed out) may stand before this one.
                 with contextlib.suppress(queue.Empty, asyncio.TimeoutError):
-                    r = await kc.get_shell_msg(timeout=wait if idle else 0)
-                    got_any = True
-                    if r.get("parent_header", {}).get("msg_id") == msg_id:
-                        reply, reply_at = r["content"], time.monotonic()
+                    while reply is None:
+                        r = await kc.get_shell_msg(timeout=wait if idle else 0)
+                        got_any = True
+                        if r.get("parent_header", {}).get("msg_id") == msg_id:
+                            reply, reply_at = r["content"], time.monotonic()
+            if reply is None and interrupted_at is not None and now >= interrupted_at + self.config.interrupt_grace:
+                # User code ignored SIGINT: the only way out is to end the session. Decided after reading shell:
+                # with the reply in, the kernel did stop, and a flood's iopub backlog is bounded by IDLE_AFTER_REPLY.
+                await self.delete(s.identifier)
+                return collected, None, ("Timeout", f"The execution exceeded its timeout of {limit:g} s and did not stop when interrupted; the session was ended and its state lost.")
             if not got_any and not s.sandbox.is_alive():
                 raise _SessionGone(self._crash_message(s, during=True))
         if interrupted_at is not None:
