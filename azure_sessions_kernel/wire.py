@@ -62,6 +62,7 @@ __all__ = [
     "ErrorEnvelope",
     "ErrorInfo",
     "ErrorObject",
+    "events_args_valid",
     "EventsAnswer",
     "EventsBody",
     "ExecuteBody",
@@ -1333,11 +1334,16 @@ def parse_input_body(body: Any) -> str:
     return value
 
 
+def events_args_valid(after: Any, wait: Any) -> bool:
+    """Whether ``after`` is an event number and ``wait`` 0 to :data:`MAX_EVENTS_WAIT` s (checked by the client and the pool)."""
+    return (not isinstance(after, bool) and isinstance(after, int) and after >= 0
+            and not isinstance(wait, bool) and isinstance(wait, (int, float)) and 0 <= wait <= MAX_EVENTS_WAIT)
+
+
 def parse_events_body(body: Any) -> tuple[int, float]:
     """A ``.local/events`` body as ``(after, wait)``, checked (400 ``SessionRequestValidationFailed`` otherwise)."""
     after, wait = (body.get("after", 0), body.get("wait", 0)) if isinstance(body, Mapping) else (None, None)
-    if (isinstance(after, bool) or not isinstance(after, int) or after < 0
-            or isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_EVENTS_WAIT):
+    if not events_args_valid(after, wait):
         raise ContractError(f'The body must be {{"after": <event number >= 0>, "wait": <0 to {MAX_EVENTS_WAIT} seconds>}}.',
                             code="SessionRequestValidationFailed")
     return after, float(wait)

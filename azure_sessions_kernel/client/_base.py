@@ -616,7 +616,7 @@ class ClientBase(abc.ABC):
         return [_checked_event(e, call) for e in body["outputs"]], body["reply"]
 
     def _op_events(self, identifier: str, after: int, wait: float) -> Operation[tuple[list[dict[str, Any]], int]]:
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0 or not 0 <= wait <= wire.MAX_EVENTS_WAIT:
+        if not wire.events_args_valid(after, wait):
             raise ConfigurationError(f"after must be an event number >= 0 and wait 0 to {wire.MAX_EVENTS_WAIT} seconds.")
         call = Call("POST", wire.Routes.EXT_EVENTS, self._identifier(identifier), json={"after": after, "wait": wait}, extension=True,
                     timeout=self._timeouts.http(read=self._timeouts.read + wait))
