@@ -112,6 +112,8 @@ SANDBOX_DATA_DIR = DATA_DIR
 SANDBOX_KERNEL_DIR = "/run/jk"
 SANDBOX_RUNNER = "/opt/azure-sessions/session_kernel.py"
 SANDBOX_EGRESS_DIR = "/run/egress"
+#: The proxy socket's name, in the slot's egress directory and so under SANDBOX_EGRESS_DIR.
+EGRESS_SOCKET_NAME = "egress.sock"
 SANDBOX_CA_BUNDLE = "/opt/azure-sessions/ca-certificates.crt"
 #: The session's proxy address; the runner relays it to the egress socket (runner's EGRESS_RELAY_ADDRESS).
 SANDBOX_PROXY_URL = "http://127.0.0.1:3128"
@@ -274,7 +276,7 @@ def host_ca_bundle() -> Path | None:
 
 def egress_environment(allowed: Sequence[str], ca_bundle: Path | None) -> dict[str, str]:
     """What a session with egress needs: the proxy for every HTTP client, and the host's CA bundle."""
-    env = {"AZURE_SESSIONS_EGRESS_SOCKET": f"{SANDBOX_EGRESS_DIR}/egress.sock", "AZURE_SESSIONS_EGRESS": ",".join(allowed)}
+    env = {"AZURE_SESSIONS_EGRESS_SOCKET": f"{SANDBOX_EGRESS_DIR}/{EGRESS_SOCKET_NAME}", "AZURE_SESSIONS_EGRESS": ",".join(allowed)}
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         env[name] = SANDBOX_PROXY_URL
     env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
@@ -406,6 +408,10 @@ class _Slot:
     @property
     def egress_dir(self) -> Path:
         return self.state_dir / "net"
+
+    @property
+    def egress_socket(self) -> Path:
+        return self.egress_dir / EGRESS_SOCKET_NAME
 
     def label(self) -> str:
         return f"slot {self.number}" + (f" session {self.session}" if self.session else " (ready, unclaimed)")
@@ -872,7 +878,7 @@ class BwrapLauncher(Launcher):
         if self.egress is not None:
             # Root's directory, so the session cannot swap the socket for another.
             slot.egress_dir.mkdir(mode=0o755)
-            self.egress.listen(slot.egress_dir / "egress.sock", slot.label)
+            self.egress.listen(slot.egress_socket, slot.label)
         key = secrets.token_hex(32)
         base = {"transport": "ipc", "key": key, "signature_scheme": "hmac-sha256", "kernel_name": "", **CHANNEL_PORTS}
         kernel_file = slot.kernel_dir / "kernel.json"
@@ -997,7 +1003,7 @@ class BwrapLauncher(Launcher):
                 _reap_zombie_children(slot.uid)
             cgroups.remove()
             if self.egress is not None:
-                self.egress.close_listener(slot.egress_dir / "egress.sock")
+                self.egress.close_listener(slot.egress_socket)
             self._remove_data(slot)
             shutil.rmtree(slot.state_dir, ignore_errors=True)
         finally:
