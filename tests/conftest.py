@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import importlib.util
 import os
 import secrets
 import signal
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,6 +54,17 @@ class RunningPool:
                 self.process.wait(5)
                 raise AssertionError("the pool did not shut down within %.0f s of SIGINT" % timeout) from None
         return self.process.returncode
+
+
+@functools.cache
+def load_runner() -> types.ModuleType:
+    """The session's runner, which is a standalone script (it runs inside the sandbox): loaded by path, once."""
+    from azure_sessions_kernel.pool.sandbox.base import RUNNER_SOURCE
+
+    spec = importlib.util.spec_from_file_location("session_kernel_runner", RUNNER_SOURCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 #: Every pool this run started; pytest_sessionfinish stops those a failed fixture left running.

@@ -22,6 +22,8 @@ from azure_sessions_kernel._runtime import EgressListError, parse_egress
 from azure_sessions_kernel.pool.egress import EgressPolicy, EgressProxy, host_addresses
 from azure_sessions_kernel.pool.server import build_parser
 
+from .conftest import load_runner
+
 # --------------------------------------------------------------------------
 # The list
 # --------------------------------------------------------------------------
@@ -287,24 +289,12 @@ def test_connections_beyond_the_cap_are_refused_at_once(proxy) -> None:
 # --------------------------------------------------------------------------
 
 
-def _load_runner():
-    """The runner is a standalone script (it runs inside the sandbox), so load it by path."""
-    import importlib.util
-
-    from azure_sessions_kernel.pool.sandbox.bwrap import RUNNER_SOURCE
-
-    spec = importlib.util.spec_from_file_location("session_kernel_runner_for_egress", RUNNER_SOURCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def relay(tmp_path) -> Iterator[tuple[object, Path, int]]:
     """The session's relay on an ephemeral loopback port, to a proxy socket path the test provides."""
     import asyncio
 
-    runner = _load_runner()
+    runner = load_runner()
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(runner.EGRESS_RELAY_BACKLOG)

@@ -35,6 +35,8 @@ from azure_sessions_kernel.pool.sandbox.bwrap import BwrapLauncher, SandboxLimit
 from azure_sessions_kernel.pool.sandbox.insecure import InsecureLauncher
 from azure_sessions_kernel.pool.sandbox.seccomp import build_seccomp_bpf
 
+from .conftest import load_runner
+
 MiB = 1024 * 1024
 # Beside this run's pools ($AZURE_SESSIONS_KERNEL_STATE_ROOT/_UID_BASE), so runs side by side never meet.
 STATE_ROOT = (os.environ.get(bwrap_mod.STATE_ROOT_ENV) or "/run/ask") + "-test"
@@ -45,15 +47,7 @@ HAS_BWRAP = shutil.which("bwrap") is not None
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="per-session uids, cgroups and tmpfs quotas need root")
 
 
-def _load_runner():
-    """The runner is a standalone script (it runs inside the sandbox), so load it by path."""
-    spec = importlib.util.spec_from_file_location("session_kernel_runner", bwrap_mod.RUNNER_SOURCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-runner = _load_runner()
+runner = load_runner()
 
 
 # --------------------------------------------------------------------------
