@@ -100,6 +100,14 @@ def test_invalid_execution_ids_are_refused(make_client, execution_id):
     assert rec.requests == []
 
 
+@pytest.mark.parametrize("after, wait", [(-1, 0), (True, 0), (1.5, 0), (0, -1), (0, 10.5), (0, "5"), (0, True)])
+def test_bad_events_arguments_are_refused_before_a_request(make_client, after, wait):
+    rec = Recorder()
+    with pytest.raises(ConfigurationError, match="after must be an event number >= 0 and wait 0 to 10 seconds"):
+        make_client(rec).events(SESSION, after=after, wait=wait)
+    assert rec.requests == []
+
+
 def test_repr_and_properties():
     client = SessionsClient(ENDPOINT + "/", token="t", api_version="2024-10-02-preview")
     assert client.endpoint == ENDPOINT and client.api_version == "2024-10-02-preview"
